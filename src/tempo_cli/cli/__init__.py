@@ -1,0 +1,1 @@
+"""The command-line layer: parse, validate into settings, call one core function per command."""

@@ -1,0 +1,103 @@
+"""`tempo`: the Typer application and the entry point that maps errors to exit codes.
+
+Exit codes: 0 success, 1 run-time failure (TempoError), 2 bad usage (click usage
+errors and UsageError), 130 interrupted. Tracebacks only with --debug / TEMPO_DEBUG=1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.main import get_command
+
+try:  # typer >= 0.26 vendors click as typer._click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exc
+
+from tempo_cli import __version__
+from tempo_cli.errors import Interrupted, TempoError, UsageError
+
+app = typer.Typer(
+    name="tempo",
+    help="Learn image features from video by temporal coherence, and measure what they buy.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tempo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Learn image features from video by temporal coherence, and measure what they buy."""
+
+
+def _register() -> None:
+    """Attach every command module (each adds its commands to `app`)."""
+    # Each line registers one working command group; nothing is registered before it works.
+
+
+_register()
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"tempo: error: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("TEMPO_DEBUG", "").lower() in {"1", "true", "yes"}
+    code = 0
+    try:
+        rv = get_command(app).main(args=args, prog_name="tempo", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+    except typer.Exit as e:
+        code = e.exit_code
+    except click_exc.ClickException as e:
+        if debug:
+            raise
+        if type(e).__name__ == "NoArgsIsHelpError":  # help was printed already
+            sys.exit(2)
+        where = f"{e.ctx.command_path}: " if getattr(e, "ctx", None) is not None else ""
+        _error(f"{where}{e.format_message()} (see --help)")
+        code = 2
+    except UsageError as e:
+        if debug:
+            raise
+        _error(str(e))
+        code = 2
+    except (Interrupted, KeyboardInterrupt, typer.Abort) as e:
+        if debug:
+            raise
+        _error(str(e) or "interrupted")
+        code = 130
+    except TempoError as e:
+        if debug:
+            raise
+        _error(str(e))
+        code = 1
+    except Exception as e:  # noqa: BLE001 - the last line of defence for users
+        if debug:
+            raise
+        _error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+        code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Settings resolution: command line > `TEMPO_*` environment > `--config FILE.toml` > defaults.
+
+Each command defines a subclass of `CommandSettings` with its own fields and
+`command` name. `load_settings(cls, cli_values, config_file)` builds one, turning
+every validation problem into a `UsageError` (exit 2, one line).
+
+The TOML file may hold top-level keys (shared by all commands; keys that are not
+fields of this command are ignored) and a table named after the command, e.g.
+`[pretrain]` or `[eval-linear]`, whose keys must all be fields of that command.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tempo_cli.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("tempo_config_file", default=None)
+
+
+class TomlSource(PydanticBaseSettingsSource):
+    """Values from the `--config` TOML file (lowest priority above defaults)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self.values = _read_toml(settings_cls)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _read_toml(settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    path = _CONFIG_FILE.get()
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError("--config", str(path), "no such file") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise UsageError("--config", str(path), f"not a readable TOML file: {e}") from None
+    fields = settings_cls.model_fields
+    command = getattr(settings_cls, "command", "")
+    values = {k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)}
+    values = {k: v for k, v in values.items() if k in fields}
+    table = data.get(command, {})
+    if isinstance(table, dict):
+        for key, value in table.items():
+            name = key.replace("-", "_")
+            if name not in fields:
+                allowed = ", ".join(sorted(fields))
+                raise UsageError(f"[{command}] {key}", value, f"not an option; allowed: {allowed}")
+            values[name] = value
+    return values
+
+
+class CommandSettings(BaseSettings):
+    """Options every command shares."""
+
+    command: ClassVar[str] = "tempo"
+
+    model_config = SettingsConfigDict(
+        env_prefix="TEMPO_",
+        extra="forbid",
+        validate_default=True,
+        validate_assignment=True,
+    )
+
+    name: str | None = None
+    quiet: bool = False
+    debug: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlSource(settings_cls))
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The resolved settings as saved in `runs/<name>/config.json`."""
+        return {"command": self.command, **self.model_dump(mode="json")}
+
+
+T = TypeVar("T", bound=CommandSettings)
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def load_settings(
+    cls: type[T], cli_values: dict[str, Any] | None = None, config_file: str | Path | None = None
+) -> T:
+    """Build `cls` from CLI values (None = not given), environment and TOML file.
+
+    Raises UsageError naming the first invalid option, its value and what is allowed.
+    """
+    given = {k: v for k, v in (cli_values or {}).items() if v is not None}
+    token = _CONFIG_FILE.set(Path(config_file) if config_file else None)
+    try:
+        return cls(**given)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        value = err.get("input")
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        raise UsageError(option_name(field), value, msg) from None
+    finally:
+        _CONFIG_FILE.reset(token)

@@ -1,0 +1,91 @@
+"""Shared fixtures: isolated places, the demo dataset, the real ASL sample, an in-process CLI."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def session_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("tempo-home")
+    dirs = {name: base / name for name in ("data", "models", "cache", "runs")}
+    for d in dirs.values():
+        d.mkdir()
+    return dirs
+
+
+@pytest.fixture(autouse=True)
+def isolated_places(
+    session_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data, models and cache are shared per session (the demo is generated once);
+    runs go to a fresh folder per test. No test touches the user's real folders."""
+    monkeypatch.setenv("TEMPO_DATA_DIR", str(session_dirs["data"]))
+    monkeypatch.setenv("TEMPO_MODEL_DIR", str(session_dirs["models"]))
+    monkeypatch.setenv("TEMPO_CACHE_DIR", str(session_dirs["cache"]))
+    monkeypatch.setenv("TEMPO_RUNS_DIR", str(tmp_path / "runs"))
+    for key in list(os.environ):
+        if key.startswith("TEMPO_") and key not in {
+            "TEMPO_DATA_DIR",
+            "TEMPO_MODEL_DIR",
+            "TEMPO_CACHE_DIR",
+            "TEMPO_RUNS_DIR",
+            "TEMPO_ASL_SAMPLE",
+        }:
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def demo_root(session_dirs: dict[str, Path]) -> Path:
+    """The demo dataset, generated once per test session (seed 0)."""
+    from tempo_cli.data.demo import ensure_demo
+
+    old = os.environ.get("TEMPO_DATA_DIR")
+    os.environ["TEMPO_DATA_DIR"] = str(session_dirs["data"])
+    try:
+        return ensure_demo()
+    finally:
+        if old is None:
+            del os.environ["TEMPO_DATA_DIR"]
+        else:
+            os.environ["TEMPO_DATA_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def asl_sample() -> Path:
+    """The 120 real ASL photos (../shared/data/asl-sample or $TEMPO_ASL_SAMPLE)."""
+    p = Path(os.environ.get("TEMPO_ASL_SAMPLE", REPO.parent / "shared" / "data" / "asl-sample"))
+    if not (p / "test").is_dir():
+        pytest.skip(f"real ASL sample not found at {p} (set TEMPO_ASL_SAMPLE)")
+    return p
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run `tempo ARGS...` in-process; returns CliResult(code, out, err)."""
+    from tempo_cli.cli.main import main
+
+    def invoke(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke

@@ -11,7 +11,8 @@ import typer
 from tempo_cli.settings import CommandSettings, load_settings
 
 NameOpt = Annotated[
-    str | None, typer.Option("--name", help="Run folder name: runs/<name>/ (default: command+time).")
+    str | None,
+    typer.Option("--name", help="Run folder name: runs/<name>/ (default: command+time)."),
 ]
 QuietOpt = Annotated[
     bool | None, typer.Option("--quiet", help="No progress bars or per-epoch lines.")
@@ -27,9 +28,7 @@ ConfigOpt = Annotated[
 S = TypeVar("S", bound=CommandSettings)
 
 
-def run_command(
-    settings_cls: type[S], values: dict[str, Any], core: Callable[[S], Any]
-) -> Any:
+def run_command(settings_cls: type[S], values: dict[str, Any], core: Callable[[S], Any]) -> Any:
     """Validate `values` (the command's parameters; None = not given) and call `core`.
 
     `values` may hold `config` (the `--config` file); it is not a setting.

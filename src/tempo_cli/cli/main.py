@@ -48,6 +48,10 @@ def _root(
 def _register() -> None:
     """Attach every command module (each adds its commands to `app`)."""
     # Each line registers one working command group; nothing is registered before it works.
+    __import__("tempo_cli.cli.download", fromlist=["register"]).register(app)
+    __import__("tempo_cli.cli.evaluate", fromlist=["register"]).register(app)
+    __import__("tempo_cli.cli.export", fromlist=["register"]).register(app)
+    __import__("tempo_cli.cli.segment", fromlist=["register"]).register(app)
 
 
 _register()

@@ -1,0 +1,12 @@
+"""Data layer: frames, videos, the decoded-frame cache, temporal pairs, labelled splits.
+
+Submodules (imported explicitly; nothing heavy is imported here so `tempo --help` stays fast):
+
+- `transforms`: ImageNet normalisation, resize + crop to uint8 tensors.
+- `frames`: image folders (sorted names) and robust image reading.
+- `video`: video files decoded with PyAV.
+- `sequences`: `FrameStore` (all frames of all sequences, uint8, cached on disk).
+- `pairs`: the exact temporal partner pmfs and their O(1) samplers; per-epoch pairs.
+- `labelled`: `train`, `train-N`, `test` splits with the ASL class index.
+- `datasets`: `--data NAME|PATH` -> a folder (generates `demo` on first use).
+"""

@@ -1,0 +1,1 @@
+"""Models: backbones, projection head, Barlow Twins loss, classifier, checkpoint formats, export."""

@@ -1,0 +1,105 @@
+"""Figures of evaluation results: accuracy curves (mean ± std band) and accuracy against
+labelled samples per class (one line per checkpoint).
+
+Inputs are plain sequences so that notebooks can call these without the eval core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def samples_label(samples_pc: int | None) -> str:
+    """Column / legend text of a split: "1", "5", ... or "full"."""
+    return "full" if samples_pc is None else str(samples_pc)
+
+
+def plot_curves(curves: Sequence[dict[str, Any]], title: str = "test accuracy") -> Figure:
+    """One panel per samples-per-class value, one line (mean) and band (± std) per checkpoint.
+
+    Args:
+        curves: dicts with `checkpoint` (str), `samples_pc` (int | None), `steps` (S,),
+            `mean` (S,), `std` (S,) (sequences or tensors).
+    """
+    plt = _pyplot()
+    groups: list[int | None] = []
+    for c in curves:
+        if c["samples_pc"] not in groups:
+            groups.append(c["samples_pc"])
+    cols = min(3, max(1, len(groups)))
+    rows = (len(groups) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    for ax, sp in zip(axes.flat, groups, strict=False):
+        for c in (c for c in curves if c["samples_pc"] == sp):
+            steps = [float(v) for v in c["steps"]]
+            mean = [float(v) for v in c["mean"]]
+            std = [float(v) for v in c["std"]]
+            style = "-" if len(steps) > 1 else "o"
+            (line,) = ax.plot(steps, mean, style, label=c["checkpoint"], linewidth=1.2)
+            lo = [m - s for m, s in zip(mean, std, strict=True)]
+            hi = [m + s for m, s in zip(mean, std, strict=True)]
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_title(f"samples per class: {samples_label(sp)}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep(results: Sequence[dict[str, Any]], title: str = "accuracy") -> Figure:
+    """Final accuracy (mean ± std over runs) against samples per class, one line per
+    checkpoint. `results`: CLI.md `results` records (checkpoint, samples_pc,
+    accuracy_final_mean, accuracy_final_std). The full train split sits right of the
+    largest N, labelled "full"."""
+    plt = _pyplot()
+    ints = sorted({r["samples_pc"] for r in results if r["samples_pc"] is not None})
+    full_x = (max(ints) * 1.25 + 1) if ints else 1.0
+
+    def xpos(sp: int | None) -> float:
+        return full_x if sp is None else float(sp)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names: list[str] = []
+    for r in results:
+        if r["checkpoint"] not in names:
+            names.append(r["checkpoint"])
+    for name in names:
+        rows = sorted(
+            (r for r in results if r["checkpoint"] == name), key=lambda r: xpos(r["samples_pc"])
+        )
+        xs = [xpos(r["samples_pc"]) for r in rows]
+        ys = [r["accuracy_final_mean"] for r in rows]
+        es = [r["accuracy_final_std"] for r in rows]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=name)
+    ticks = [float(v) for v in ints] + (
+        [full_x] if any(r["samples_pc"] is None for r in results) else []
+    )
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(v) for v in ints] + (["full"] if len(ticks) > len(ints) else []))
+    ax.set_xlabel("labelled samples per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

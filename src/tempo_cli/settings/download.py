@@ -1,0 +1,61 @@
+"""Settings of `tempo download [asl|models|demo|all]`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import ClassVar, Literal
+from urllib.parse import urlsplit
+
+from pydantic import field_validator
+
+from tempo_cli.settings.base import CommandSettings
+
+TARGETS = ("asl", "models", "demo", "all")
+URL_SCHEMES = ("http", "https", "file")
+
+Target = Literal["asl", "models", "demo", "all"]
+
+
+class DownloadSettings(CommandSettings):
+    """What to fetch, from where, and where to put it.
+
+    `url` and `sha256` describe one archive, so they need a single archive target
+    (`asl` or `models`; checked by `tempo_cli.data.download.run`, which names the
+    option). `dest` None means the data dir (asl, demo) or the model dir (models).
+    """
+
+    command: ClassVar[str] = "download"
+
+    target: Target = "all"
+    dest: Path | None = None
+    url: str | None = None
+    sha256: str | None = None
+    force: bool = False
+    seed: int = 0
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme.lower() not in URL_SCHEMES:
+            raise ValueError(
+                "an http://, https:// or file:// URL (a local archive: file:///abs/path.tar.xz)"
+            )
+        if parts.scheme.lower() == "file" and not parts.path:
+            raise ValueError("a file:// URL needs a path, e.g. file:///abs/path/data.tar.xz")
+        if parts.scheme.lower() != "file" and not parts.netloc:
+            raise ValueError("an http(s) URL needs a host, e.g. https://mirror.example/data.tar.xz")
+        return v
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256_hex(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        v = v.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", v):
+            raise ValueError("64 hexadecimal digits, as printed by sha256sum")
+        return v

@@ -1,0 +1,134 @@
+"""Settings of `tempo eval linear | semisup | knn` (CLI.md; protocol facts in SPEC.md).
+
+`path` may name several checkpoints and `samples_pc` several splits: one call evaluates
+every (checkpoint, samples per class) pair. `samples_pc` is kept as a canonical string
+("1,5,10", "full" = the whole `train` split) so that it reads the same from the command
+line, `TEMPO_SAMPLES_PC=1,5` and a TOML file (`samples_pc = [1, 5]` or `"1,5"`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from tempo_cli.settings.base import CommandSettings
+
+#: Tokens of `--samples-pc` that mean the full `train` split.
+FULL_TOKENS = ("full", "all", "none", "train")
+BN_STATS = ("running", "batch")
+
+
+def parse_samples_pc(value: str | None) -> list[int | None]:
+    """`"1,5,full"` -> `[1, 5, None]` (None = the full `train` split); None -> `[None]`."""
+    if value is None:
+        return [None]
+    out: list[int | None] = []
+    for token in str(value).split(","):
+        token = token.strip().lower()
+        if not token:
+            continue
+        out.append(None if token in FULL_TOKENS else int(token))
+    return out or [None]
+
+
+def _canonical_samples_pc(value: Any) -> str | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    tokens: list[str] = []
+    for item in items:
+        token = str(item).strip().lower()
+        if not token:
+            continue
+        if token in FULL_TOKENS or item is None:
+            token = "full"
+        else:
+            try:
+                n = int(token)
+            except ValueError:
+                raise ValueError(
+                    "a comma-separated list of samples per class, e.g. 1,5,10,15,20 "
+                    "(or 'full' for the whole train split)"
+                ) from None
+            if n < 1:
+                raise ValueError("samples per class must be >= 1 (or 'full')")
+            token = str(n)
+        if token not in tokens:
+            tokens.append(token)
+    if not tokens:
+        raise ValueError("give at least one value, e.g. 1,5,10,15,20")
+    return ",".join(tokens)
+
+
+class EvalSettings(CommandSettings):
+    """Options every `tempo eval` protocol shares."""
+
+    command: ClassVar[str] = "eval"
+
+    path: Annotated[list[str], NoDecode] = Field(
+        description="Checkpoints to evaluate: files, names in the model dir, imagenet, random."
+    )
+    data: str = "asl"
+    samples_pc: Annotated[str | None, NoDecode] = None
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
+    image_size: int = Field(128, ge=8, le=1024)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    bn_stats: Literal["running", "batch"] = "running"
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            value = [value]
+        items = [str(v).strip() for v in value or [] if str(v).strip()]
+        if not items:
+            raise ValueError("give at least one checkpoint: a file, a model name, imagenet, random")
+        return items
+
+    @field_validator("samples_pc", mode="before")
+    @classmethod
+    def _samples_pc(cls, value: Any) -> str | None:
+        return _canonical_samples_pc(value)
+
+    def samples_pc_list(self) -> list[int | None]:
+        """The splits to evaluate, in order: int = `train-N`, None = `train`."""
+        return parse_samples_pc(self.samples_pc)
+
+
+class EvalLinearSettings(EvalSettings):
+    """`tempo eval linear`: frozen backbone, batched linear probes (SPEC.md)."""
+
+    command: ClassVar[str] = "eval-linear"
+
+    runs: int = Field(10, ge=1, le=1000)
+    iterations: int = Field(3000, ge=1)
+    batch_size: int = Field(24, ge=1)
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    save_model: str | None = None
+
+
+class EvalSemisupSettings(EvalSettings):
+    """`tempo eval semisup`: fine-tune all parameters with a fresh linear head (SPEC.md)."""
+
+    command: ClassVar[str] = "eval-semisup"
+
+    runs: int = Field(10, ge=1, le=1000)
+    iterations: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    eval_every: int = Field(1, ge=1)
+    save_model: str | None = None
+
+
+class EvalKnnSettings(EvalSettings):
+    """`tempo eval knn`: weighted k-nearest-neighbour on L2-normalised frozen features."""
+
+    command: ClassVar[str] = "eval-knn"
+
+    k: int = Field(20, ge=1)
+    temperature: float = Field(0.07, gt=0)

@@ -1,0 +1,249 @@
+"""`tempo eval linear | semisup | knn` end to end on tiny inputs (resnet18, 32 px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tempo_cli.data.labelled import ASL_LETTERS
+
+TINY = ("--backbone", "resnet18", "--image-size", "32", "--device", "cpu", "--quiet")
+RESULT_KEYS = {
+    "checkpoint",
+    "samples_pc",
+    "runs",
+    "accuracy_final_mean",
+    "accuracy_final_std",
+    "accuracy_best_mean",
+}
+
+
+def _metrics(runs: Path, name: str) -> dict:
+    return json.loads((runs / name / "metrics.json").read_text())
+
+
+@pytest.fixture
+def runs_dir() -> Path:
+    import os
+
+    return Path(os.environ["TEMPO_RUNS_DIR"])
+
+
+@pytest.fixture(scope="session")
+def r18_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("ckpt") / "r18.pt"
+    return save_checkpoint(path, arch="resnet18", backbone=build_resnet("resnet18"))
+
+
+def test_linear_sweep_compare_save_and_cache(
+    cli, demo_root: Path, runs_dir: Path, r18_checkpoint: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "clf.pt"
+    args = (
+        "eval",
+        "linear",
+        "--data",
+        str(demo_root),
+        "--path",
+        "random",
+        "--path",
+        str(r18_checkpoint),
+        "--samples-pc",
+        "1,5",
+        "--runs",
+        "3",
+        "--iterations",
+        "20",
+        "--save-model",
+        str(out),
+        *TINY,
+    )
+    res = cli(*args, "--name", "sweep")
+    assert res.code == 0, res.err
+    m = _metrics(runs_dir, "sweep")
+    assert len(m["results"]) == 4
+    for rec in m["results"]:
+        assert set(rec) >= RESULT_KEYS
+        assert rec["runs"] == 3 and 0 <= rec["accuracy_final_mean"] <= 1
+    assert [(r["checkpoint"], r["samples_pc"]) for r in m["results"]] == [
+        ("random", 1),
+        ("random", 5),
+        ("r18", 1),
+        ("r18", 5),
+    ]
+    # the table: rows = checkpoints, columns = samples per class, cells mean ± std
+    assert "random" in res.out and "r18" in res.out and "±" in res.out
+    run = runs_dir / "sweep"
+    for f in ("config.json", "curves.png", "accuracy_vs_samples.png"):
+        assert (run / f).stat().st_size > 0
+    # TensorBoard: <checkpoint>/<samples_pc>/ when comparing, scalar `accuracy` per step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run / "r18" / "5"))
+    ea.Reload()
+    assert {"accuracy", "accuracy_std"} <= set(ea.Tags()["scalars"])
+    assert [e.step for e in ea.Scalars("accuracy")] == list(range(21))
+    # --save-model: one classifier per result, loadable with its class names
+    from tempo_cli.models.checkpoint import load_model
+
+    saved = sorted(Path(p).name for p in m["saved_models"])
+    assert saved == ["clf-r18-1.pt", "clf-r18-5.pt", "clf-random-1.pt", "clf-random-5.pt"]
+    clf = load_model(tmp_path / "clf-r18-5.pt")
+    assert clf.arch == "resnet18" and clf.class_names == list(ASL_LETTERS)
+    assert clf.linear is not None and clf.linear.weight.shape == (24, 512)
+    logits = clf.classifier().eval()(torch.zeros(2, 3, 32, 32))
+    assert logits.shape == (2, 24)
+    # a second run hits the feature cache (no new entries) and reproduces the figures
+    import os
+
+    cache = Path(os.environ["TEMPO_CACHE_DIR"]) / "features"
+    entries = sorted(cache.glob("*.pt"))
+    assert len(entries) >= 6  # 2 checkpoints x (train-1, train-5, test)
+    res2 = cli(*args[: -len(TINY) - 2], *TINY, "--name", "warm")
+    assert res2.code == 0, res2.err
+    assert sorted(cache.glob("*.pt")) == entries
+    again = _metrics(runs_dir, "warm")["results"]
+    assert [r["accuracy_final_mean"] for r in again] == [
+        r["accuracy_final_mean"] for r in m["results"]
+    ]
+
+
+def test_single_checkpoint_reference_layout_and_alias(cli, demo_root: Path, runs_dir: Path) -> None:
+    res = cli(
+        "eval",
+        "linear",
+        "--data",
+        str(demo_root),
+        "--path",
+        "random",
+        "--samples_pc",
+        "5",
+        "--runs",
+        "2",
+        "--iterations",
+        "5",
+        "--bn-stats",
+        "batch",
+        "--name",
+        "one",
+        *TINY,
+    )
+    assert res.code == 0, res.err
+    run = runs_dir / "one"
+    assert any((run / "5").glob("events.out.tfevents.*"))  # runs/<name>/<samples_pc>
+    (rec,) = _metrics(runs_dir, "one")["results"]
+    assert rec["samples_pc"] == 5 and rec["bn_stats"] == "batch"
+    assert json.loads((run / "config.json").read_text())["samples_pc"] == "5"
+
+
+def test_invalid_samples_pc_exits_2_naming_splits(cli, demo_root: Path) -> None:
+    res = cli("eval", "linear", "--data", str(demo_root), "--path", "random", "--samples-pc", "3")
+    assert res.code == 2
+    assert "--samples-pc" in res.err and "1, 5, 10, 15, 20" in res.err
+    assert "Traceback" not in res.err
+    res = cli("eval", "knn", "--data", str(demo_root), "--path", "random", "--samples-pc", "x")
+    assert res.code == 2 and "--samples-pc" in res.err
+    res = cli("eval", "linear", "--data", str(demo_root))
+    assert res.code == 2 and "--path" in res.err
+
+
+def test_semisup_and_knn(cli, demo_root: Path, runs_dir: Path, tmp_path: Path) -> None:
+    res = cli(
+        "eval",
+        "semisup",
+        "--data",
+        str(demo_root),
+        "--path",
+        "random",
+        "--samples-pc",
+        "1",
+        "--runs",
+        "2",
+        "--iterations",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "16",
+        "--save-model",
+        str(tmp_path / "ft.pt"),
+        "--name",
+        "ss",
+        *TINY,
+    )
+    assert res.code == 0, res.err
+    (rec,) = _metrics(runs_dir, "ss")["results"]
+    assert set(rec) >= RESULT_KEYS and rec["runs"] == 2 and rec["steps"] == 4
+    assert (runs_dir / "ss" / "curves.png").is_file()
+    from tempo_cli.models.checkpoint import load_model
+
+    ft = load_model(tmp_path / "ft.pt")
+    assert ft.linear is not None and ft.meta["protocol"] == "semisup"
+
+    res = cli(
+        "eval",
+        "knn",
+        "--data",
+        str(demo_root),
+        "--path",
+        "random",
+        "--samples-pc",
+        "1,5",
+        "--k",
+        "5",
+        "--name",
+        "knn",
+        *TINY,
+    )
+    assert res.code == 0, res.err
+    recs = _metrics(runs_dir, "knn")["results"]
+    assert [r["samples_pc"] for r in recs] == [1, 5]
+    assert all(r["runs"] == 1 and r["accuracy_final_std"] == 0 for r in recs)
+    assert (runs_dir / "knn" / "accuracy_vs_samples.png").is_file()
+
+
+def test_real_photos_plumbing(cli, asl_sample: Path, tmp_path: Path, runs_dir: Path) -> None:
+    """The 120 real photos as both train and test split: 24 letter classes, 5 each."""
+    root = tmp_path / "asl"
+    root.mkdir()
+    (root / "train").symlink_to(asl_sample / "test", target_is_directory=True)
+    (root / "test").symlink_to(asl_sample / "test", target_is_directory=True)
+
+    from tempo_cli.evaluate.features import cached_features
+    from tempo_cli.models.backbones import build_resnet
+
+    torch.manual_seed(0)
+    net = build_resnet("resnet18")
+    fs = cached_features("test-r18", lambda: net, root, "train", 32, "running")
+    assert fs.features.shape == (120, 512) and fs.class_names == list(ASL_LETTERS)
+    assert torch.bincount(fs.labels, minlength=24).tolist() == [5] * 24
+    # label = position of the folder's letter (K is index 9: no J)
+    assert cached_features("test-r18", lambda: None, root, "train", 32, "running").cached
+
+    res = cli(
+        "eval",
+        "linear",
+        "--data",
+        str(root),
+        "--path",
+        "random",
+        "--runs",
+        "2",
+        "--iterations",
+        "10",
+        "--name",
+        "real",
+        *TINY,
+    )
+    assert res.code == 0, res.err
+    (rec,) = _metrics(runs_dir, "real")["results"]
+    assert rec["samples_pc"] is None and rec["train_images"] == 120 and rec["test_images"] == 120
+    assert any((runs_dir / "real" / "None").glob("events.out.tfevents.*"))
+    assert (runs_dir / "real" / "curves.png").is_file()

@@ -60,7 +60,13 @@ def demo_root(session_dirs: dict[str, Path]) -> Path:
 @pytest.fixture(scope="session")
 def asl_sample() -> Path:
     """The 120 real ASL photos (../shared/data/asl-sample or $TEMPO_ASL_SAMPLE)."""
-    p = Path(os.environ.get("TEMPO_ASL_SAMPLE", REPO.parent / "shared" / "data" / "asl-sample"))
+    candidates = [
+        REPO.parent / "shared" / "data" / "asl-sample",
+        Path("/work/shared/data/asl-sample"),
+    ]
+    if os.environ.get("TEMPO_ASL_SAMPLE"):
+        candidates.insert(0, Path(os.environ["TEMPO_ASL_SAMPLE"]))
+    p = next((c for c in candidates if (c / "test").is_dir()), candidates[0])
     if not (p / "test").is_dir():
         pytest.skip(f"real ASL sample not found at {p} (set TEMPO_ASL_SAMPLE)")
     return p

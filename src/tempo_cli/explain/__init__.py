@@ -1,0 +1,9 @@
+"""What the features look at: LRP heatmaps, noise robustness, relevance inside the hand mask.
+
+- `lrp.run(settings)`: `tempo explain lrp` (a heatmap PNG per image and model).
+- `adversarial.run(settings)`: `tempo explain adversarial` (noise levels or FGSM/PGD).
+- `relevance.run(settings)`: `tempo explain relevance` (relative relevance, SPEC.md).
+
+Shared pieces: `common` (images, classifiers), `attribution` (zennit LRP, captum),
+`figures` (PNG heatmaps, contact sheets, plots).
+"""

@@ -1,0 +1,197 @@
+"""Figures of the explain commands: heatmap PNGs, contact sheets, the noise figure, plots.
+
+Figures are built with `matplotlib.figure.Figure` directly (no pyplot state, no GUI
+backend) and written atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from tempo_cli import atomic
+
+CMAP = "Reds"
+
+
+def heatmap_rgb(heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(H, W) signed relevance -> uint8 (H, W, 3) in matplotlib's `Reds` colour map.
+
+    Scaled from its minimum (white) to its maximum (dark red), as `plt.imsave(..., cmap=
+    "Reds")` does; a constant map is white.
+    """
+    from matplotlib import colormaps
+
+    h = np.asarray(heatmap, dtype=np.float64)
+    lo, hi = float(np.min(h)), float(np.max(h))
+    v = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
+    rgba = colormaps[CMAP](v)
+    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_heatmap_png(path: Path, heatmap: torch.Tensor | np.ndarray) -> Path:
+    """Write one heatmap as an RGB PNG of the heatmap's own size (atomic)."""
+    image = Image.fromarray(heatmap_rgb(heatmap), mode="RGB")
+    with atomic.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path
+
+
+def save_figure(fig: Figure, path: Path, dpi: int = 100) -> Path:
+    """Save a Figure as PNG (atomic)."""
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    return path
+
+
+def level_title(level: float) -> str:
+    """`0.0`, `0.1`, `0.031`: at least one decimal, as the study's "Noise level: 0.0"."""
+    text = f"{level:g}"
+    return text if any(c in text for c in ".e") else f"{text}.0"
+
+
+def _image(x: torch.Tensor) -> np.ndarray:
+    """[0, 1] float (3, H, W) -> (H, W, 3) for imshow."""
+    return x.clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def _off(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def contact_sheet(
+    title: str,
+    pixels: torch.Tensor,
+    maps: Sequence[torch.Tensor],
+    model_names: Sequence[str],
+    predictions: Sequence[Sequence[str]],
+) -> Image.Image:
+    """One class: a row per image: the photo, then each model's heatmap side by side.
+
+    Composed with PIL (a sheet per class in milliseconds, not a matplotlib figure each);
+    cells are at least 128 px (NEAREST upscaling), captions name model and prediction.
+
+    Args:
+        pixels: [0, 1] images (n, 3, H, W).
+        maps: per model, heatmaps (n, H, W).
+        predictions: per model, the predicted class name of each image.
+    """
+    from PIL import ImageDraw
+
+    n, h, w = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
+    scale = max(1, -(-128 // max(h, w)))
+    ch, cw, cap, pad = h * scale, w * scale, 14, 4
+    cols = 1 + len(maps)
+    sheet = Image.new(
+        "RGB", (pad + cols * (cw + pad), 20 + n * (ch + cap + pad) + pad), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, 4), title, fill=(0, 0, 0))
+    for i in range(n):
+        y = 20 + i * (ch + cap + pad)
+        photo = (_image(pixels[i]) * 255.0 + 0.5).astype(np.uint8)
+        cells = [photo] + [heatmap_rgb(m[i]) for m in maps]
+        captions = ["image"] + [f"{model_names[k]}: {predictions[k][i]}" for k in range(len(maps))]
+        for c, (cell, text) in enumerate(zip(cells, captions, strict=True)):
+            x = pad + c * (cw + pad)
+            tile = Image.fromarray(cell, mode="RGB").resize((cw, ch), Image.Resampling.NEAREST)
+            sheet.paste(tile, (x, y + cap))
+            draw.text((x, y + 1), text[: max(4, cw // 6)], fill=(0, 0, 0))
+    return sheet
+
+
+def save_image(image: Image.Image, path: Path) -> Path:
+    """Save a PIL image as PNG (atomic)."""
+    with atomic.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path
+
+
+def level_figure(
+    levels: Sequence[float],
+    images: Sequence[torch.Tensor],
+    maps: Sequence[Sequence[torch.Tensor]],
+    predictions: Sequence[Sequence[str]],
+    model_names: Sequence[str],
+    attack: str = "noise",
+) -> Figure:
+    """The study's noise figure for one image.
+
+    Noise: row 1 the noisy images titled "Noise level: x"; then per model a row of its LRP
+    heatmaps titled "Prediction: <LETTER>". Gradient attacks perturb each model's input
+    differently, so each model gets its own row of attacked images above its heatmaps.
+
+    Args:
+        images: noise: one entry, (L, 3, H, W); attacks: one entry per model.
+        maps: per model, heatmaps (L, H, W).
+        predictions: per model, L predicted class names.
+    """
+    cols = len(levels)
+    per_model_images = attack != "noise"
+    rows = len(maps) * (2 if per_model_images else 1) + (0 if per_model_images else 1)
+    fig = Figure(figsize=(2.0 * cols, 2.15 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    label = "Noise level" if attack == "noise" else f"{attack.upper()} epsilon"
+    r = 0
+    for m in range(len(maps)):
+        if m == 0 or per_model_images:
+            imgs = images[m if per_model_images else 0]
+            for c, level in enumerate(levels):
+                axes[r][c].imshow(_image(imgs[c]))
+                axes[r][c].set_title(f"{label}: {level_title(level)}", fontsize=8)
+                _off(axes[r][c])
+            if per_model_images:
+                axes[r][0].set_ylabel(model_names[m], fontsize=8)
+            r += 1
+        for c in range(cols):
+            axes[r][c].imshow(heatmap_rgb(maps[m][c]))
+            axes[r][c].set_title(f"Prediction: {predictions[m][c]}", fontsize=8)
+            _off(axes[r][c])
+        axes[r][0].set_ylabel(model_names[m], fontsize=8)
+        r += 1
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_plot(
+    levels: Sequence[float], accuracy: dict[str, Sequence[float]], xlabel: str, title: str
+) -> Figure:
+    """Accuracy (y, 0-1) against noise level / epsilon (x), one line per model."""
+    fig = Figure(figsize=(5.0, 3.5))
+    ax = fig.subplots()
+    for name, acc in accuracy.items():
+        ax.plot(list(levels), list(acc), marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def rr_histogram(values: dict[str, np.ndarray], title: str) -> Figure:
+    """Overlaid histograms of relative relevance per model."""
+    fig = Figure(figsize=(5.0, 3.5))
+    ax = fig.subplots()
+    finite = [v[np.isfinite(v)] for v in values.values()]
+    allv = np.concatenate(finite) if finite else np.zeros(0)
+    bins = np.linspace(float(allv.min()), float(allv.max()), 25) if allv.size else 10
+    if allv.size and allv.min() == allv.max():
+        bins = 10
+    for name, fv in zip(values, finite, strict=True):
+        ax.hist(fv, bins=bins, alpha=0.55, label=f"{name} (mean {np.mean(fv):.3f})")
+    ax.axvline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_xlabel("relative relevance mean(R*M) / mean(R)")
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig

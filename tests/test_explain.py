@@ -1,0 +1,477 @@
+"""`tempo explain lrp | adversarial | relevance` on the real ASL photos and the demo data.
+
+Small models (resnet18, random init + a random Linear(512, 24)) at 32-64 px keep this fast;
+the numbers that matter (conservation, RR, PGD vs noise) are checked exactly or by margin.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from tempo_cli.explain.adversarial import add_noise, level_key, noise_pattern
+from tempo_cli.explain.relevance import fatten, find_masks, load_mask, relative_relevance
+
+LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, two OpenMP threads wait on each
+    other's time slices and LRP's many small convolutions run 10-30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _save_classifier(path: Path, seed: int, head: bool = True) -> Path:
+    from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    backbone = build_resnet("resnet18", "random")
+    linear = nn.Linear(512, 24) if head else None
+    return save_checkpoint(
+        path,
+        arch="resnet18",
+        backbone=backbone,
+        linear=linear,
+        class_names=list(LETTERS) if head else None,
+    )
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two random classifiers (`tempo`, `baseline`) and a backbone without a head."""
+    d = tmp_path_factory.mktemp("explain-models")
+    return {
+        "tempo": _save_classifier(d / "tempo.pth", 0),
+        "baseline": _save_classifier(d / "baseline.pth", 1),
+        "nohead": _save_classifier(d / "backbone.pth", 0, head=False),
+    }
+
+
+def _subset(src: Path, dst: Path, per_class: int, split: str = "test") -> Path:
+    """`dst/<split>/<CLASS>/` with the first `per_class` images of each class (symlinks)."""
+    for cls in sorted(p for p in (src / split).iterdir() if p.is_dir()):
+        out = dst / split / cls.name
+        out.mkdir(parents=True)
+        for p in sorted(cls.glob("*.png"))[:per_class]:
+            (out / p.name).symlink_to(p.resolve())
+    return dst
+
+
+@pytest.fixture(scope="module")
+def asl_tiny(asl_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real photo of each of A and B."""
+    d = _subset(asl_sample, tmp_path_factory.mktemp("asl-tiny"), 1)
+    for cls in (d / "test").iterdir():
+        if cls.name not in ("A", "B"):
+            for p in cls.iterdir():
+                p.unlink()
+            cls.rmdir()
+    return d
+
+
+@pytest.fixture(scope="module")
+def asl_small(asl_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real photo per letter (24 images)."""
+    return _subset(asl_sample, tmp_path_factory.mktemp("asl-small"), 1)
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+# --- relative relevance: the math ----------------------------------------------------------
+
+
+def test_fatten_is_gaussian_blur_then_positive_twice() -> None:
+    """The reference's blur(3)>0 twice (any sigma) equals the 3x3 dilation twice."""
+    from torchvision.transforms import GaussianBlur
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        mask = (torch.rand(1, 20, 24, generator=g) > 0.97).float()
+        mask[0, 0, 5] = 1.0  # a pixel on the border: reflect padding must not matter
+        ref = mask
+        for _ in range(2):
+            ref = (GaussianBlur(kernel_size=3, sigma=(0.1, 2.0))(ref) > 0).float()
+        assert torch.equal(fatten(mask[0]), ref[0].bool())
+
+
+def test_rr_all_ones_mask_is_exactly_one() -> None:
+    r = torch.randn(7, 16, 16, generator=torch.Generator().manual_seed(1)) + 0.1
+    rr = relative_relevance(r, torch.ones(7, 16, 16))
+    assert torch.equal(rr, torch.ones(7, dtype=torch.float64))
+
+
+def test_rr_hand_computed() -> None:
+    # 2x3 heatmap, signed; mask covers the first column and (1, 1).
+    r = torch.tensor([[2.0, -1.0, 1.0], [4.0, 3.0, -3.0]])
+    m = torch.tensor([[1, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    # mean(R*M) = (2 + 4 + 3) / 6 = 1.5; mean(R) = 6 / 6 = 1.0 -> RR = 1.5
+    assert float(relative_relevance(r, m)) == pytest.approx(1.5, abs=1e-12)
+    # batched, with a second pair: mean(R*M) = 1/4, mean(R) = 4/4 -> 0.25
+    r2 = torch.stack([r[:, :2], torch.tensor([[1.0, 1.0], [1.0, 1.0]])])
+    m2 = torch.stack([m[:, :2], torch.tensor([[1, 0], [0, 0]], dtype=torch.bool)])
+    assert relative_relevance(r2, m2).tolist() == pytest.approx([9 / 8, 0.25])
+
+
+def test_load_mask_resize_grayscale_fatten(tmp_path: Path) -> None:
+    """One coloured pixel -> NEAREST resize -> 5x5 square after fattening twice."""
+    a = np.zeros((16, 16, 3), dtype=np.uint8)
+    a[6:8, 8:10] = (228, 0, 168)  # a 2x2 block: one pixel after NEAREST resize to 8
+    Image.fromarray(a).save(tmp_path / "m_gtFine_color.png")
+    m = load_mask(tmp_path / "m_gtFine_color.png", 8)
+    assert m.shape == (8, 8) and m.dtype == torch.bool
+    ys, xs = torch.nonzero(m, as_tuple=True)
+    assert int(m.sum()) == 25
+    assert (int(ys.max() - ys.min()), int(xs.max() - xs.min())) == (4, 4)
+
+
+def test_find_masks_cityscapes_then_plain(tmp_path: Path) -> None:
+    for p in [
+        "gtFine/Test/IMG_1_gtFine_color.png",
+        "gtFine/Test/IMG_1_gtFine_labelIds.png",
+        "gtFine/Train/IMG_1_gtFine_color.png",
+        "plain/IMG_2.png",
+        "imgsFine/leftImg8bit/Test/IMG_3_leftImg8bit.png",
+    ]:
+        (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4)).save(tmp_path / p)
+    found = find_masks(tmp_path, "test")
+    assert set(found) == {"IMG_1", "IMG_2"}
+    assert found["IMG_1"].parent.name == "Test"
+    # the photos being explained are never their own masks; plain=False: Cityscapes only
+    assert set(find_masks(tmp_path, "test", exclude=[tmp_path / "plain/IMG_2.png"])) == {"IMG_1"}
+    assert set(find_masks(tmp_path, "test", plain=False)) == {"IMG_1"}
+
+
+# --- LRP -----------------------------------------------------------------------------------
+
+
+def test_lrp_conserves_relevance_without_biases() -> None:
+    """No bias left to absorb relevance: input relevance sums to the one-hot seed (1)."""
+    from tempo_cli.explain.attribution import lrp_relevance
+    from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.models.classifier import Classifier
+
+    torch.manual_seed(0)
+    backbone = build_resnet("resnet18", "random")
+    for m in backbone.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            # canonized conv bias = beta - mean * gamma / sqrt(var + eps) = 0
+            m.bias.data = m.running_mean * m.weight.data / torch.sqrt(m.running_var + m.eps)
+    linear = nn.Linear(512, 24)
+    nn.init.zeros_(linear.bias)
+    model = Classifier(backbone, linear).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 3, 32, 32)
+    rel, logits = lrp_relevance(model, x)
+    assert rel.shape == x.shape and logits.shape == (3, 24)
+    sums = rel.flatten(1).sum(1)
+    assert torch.allclose(sums, torch.ones(3), rtol=0.01), sums
+    # the canonizer (BatchNorm merged into the convolutions) is undone afterwards
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_explain_lrp_png_for_every_image(cli, asl_sample: Path, models, tmp_path: Path) -> None:
+    out = tmp_path / "lrp"
+    res = cli(
+        "explain",
+        "lrp",
+        "--path",
+        models["tempo"],
+        "--data",
+        asl_sample,
+        "--image-size",
+        "64",
+        "--batch-size",
+        "40",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert res.code == 0, res.err
+    images = sorted((asl_sample / "test").glob("*/*.png"))
+    assert len(images) == 120
+    pngs = sorted((out / "heatmaps").glob("*.png"))
+    assert len(pngs) == 120
+    # <LETTER>_<model>_<index>.png, index = position in the split (class, then file name)
+    for i, p in enumerate(images):
+        assert (out / "heatmaps" / f"{p.parent.name}_tempo_{i}.png").is_file()
+    with Image.open(pngs[0]) as im:
+        assert im.size == (64, 64) and im.mode == "RGB"
+    assert len(list((out / "sheets").glob("*.png"))) == 24
+    m = _metrics(out)
+    assert m["heatmaps"] == 120 and Path(m["out"]) == out / "heatmaps"
+    assert json.loads((out / "config.json").read_text())["command"] == "explain-lrp"
+
+
+def test_explain_lrp_compare_and_captum(cli, asl_tiny: Path, models, tmp_path: Path) -> None:
+    for method in ("saliency", "integrated-gradients"):
+        out = tmp_path / method
+        res = cli(
+            "explain",
+            "lrp",
+            "--path",
+            models["tempo"],
+            "--compare",
+            models["baseline"],
+            "--data",
+            asl_tiny,
+            "--image-size",
+            "32",
+            "--method",
+            method,
+            "--no-sheets",
+            "--out",
+            out,
+            "--quiet",
+        )
+        assert res.code == 0, res.err
+        assert _metrics(out)["heatmaps"] == 4
+        assert (out / "heatmaps" / "B_baseline_1.png").is_file()
+
+
+def test_explain_without_linear_head_exits_1(cli, asl_small: Path, models) -> None:
+    res = cli("explain", "lrp", "--path", models["nohead"], "--data", asl_small, "--quiet")
+    assert res.code == 1
+    assert "tempo eval linear" in res.err and "--save-model" in res.err
+    assert len(res.err.strip().splitlines()) == 1
+
+
+def test_explain_bad_options_exit_2(cli, asl_small: Path, models) -> None:
+    res = cli("explain", "adversarial", "--path", models["tempo"], "--levels", "0,1.5")
+    assert res.code == 2 and "--levels" in res.err
+    res = cli("explain", "lrp", "--path", models["tempo"], "--method", "gradcam")
+    assert res.code == 2 and "--method" in res.err
+    res = cli("explain", "lrp", "--path", models["tempo"], "--data", asl_small, "--split", "x")
+    assert res.code == 2 and "--split" in res.err and "test" in res.err
+
+
+# --- relevance -----------------------------------------------------------------------------
+
+
+def test_explain_relevance_120_values(cli, asl_sample: Path, models, tmp_path: Path) -> None:
+    out = tmp_path / "rr"
+    res = cli(
+        "explain",
+        "relevance",
+        "--path",
+        models["tempo"],
+        "--data",
+        asl_sample,
+        "--masks",
+        asl_sample / "gtFine",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "40",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert res.code == 0, res.err
+    rows = list(csv.DictReader((out / "relevance.csv").open()))
+    assert len(rows) == 120
+    rr = np.array([float(r["rr"]) for r in rows])
+    assert np.isfinite(rr).all()
+    m = _metrics(out)
+    (rec,) = m["models"]
+    assert rec["n"] == 120 and m["skipped_no_mask"] == 0
+    assert rec["rr_mean"] == pytest.approx(rr.mean(), abs=1e-6)
+    assert rec["rr_std"] == pytest.approx(rr.std(), abs=1e-6)
+    assert (out / "relevance_hist.png").is_file()
+    assert "Relative relevance" in res.out  # the rich table
+
+
+def test_explain_relevance_plain_masks_ones_and_missing(
+    cli, asl_small: Path, models, tmp_path: Path
+) -> None:
+    """Plain `<ID>.png` all-white masks give RR = 1 exactly; a missing mask is skipped."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    ids = sorted(p.stem for p in (asl_small / "test").glob("*/*.png"))
+    for image_id in ids[1:]:
+        Image.new("RGB", (256, 256), (255, 255, 255)).save(masks / f"{image_id}.png")
+    out = tmp_path / "rr"
+    res = cli(
+        "explain",
+        "relevance",
+        "--path",
+        models["tempo"],
+        "--compare",
+        models["baseline"],
+        "--data",
+        asl_small,
+        "--masks",
+        masks,
+        "--image-size",
+        "32",
+        "--out",
+        out,
+    )
+    assert res.code == 0, res.err
+    assert "no mask" in res.err and ids[0] in res.err
+    rows = list(csv.DictReader((out / "relevance.csv").open()))
+    assert len(rows) == 2 * 23
+    assert all(float(r["rr"]) == 1.0 for r in rows)
+    m = _metrics(out)
+    assert m["skipped_no_mask"] == 1
+    assert [r["n"] for r in m["models"]] == [23, 23]
+    assert all(r["rr_mean"] == 1.0 and r["rr_std"] == 0.0 for r in m["models"])
+
+
+# --- noise and attacks ---------------------------------------------------------------------
+
+
+def test_noise_is_seeded_bounded_and_batch_independent() -> None:
+    a = noise_pattern(3, (3, 8, 8), seed=0)
+    assert torch.equal(a, noise_pattern(3, (3, 8, 8), seed=0))
+    assert not torch.equal(a, noise_pattern(4, (3, 8, 8), seed=0))
+    assert not torch.equal(a, noise_pattern(3, (3, 8, 8), seed=1))
+    assert float(a.abs().max()) <= 1.0
+    x = torch.rand(1, 3, 8, 8)
+    noisy = add_noise(x.clone(), a[None], 0.2)
+    assert float((noisy - x).abs().max()) <= 0.2 + 1e-6
+    assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
+    assert level_key(0.1) == "0.1" and level_key(0.0) == "0"
+
+
+def test_explain_adversarial_noise_figure_and_table(
+    cli, asl_small: Path, models, tmp_path: Path
+) -> None:
+    out = tmp_path / "adv"
+    res = cli(
+        "explain",
+        "adversarial",
+        "--path",
+        models["tempo"],
+        "--compare",
+        models["baseline"],
+        "--data",
+        asl_small,
+        "--image-size",
+        "32",
+        "--figures",
+        "2",
+        "--batch-size",
+        "24",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert res.code == 0, res.err
+    figs = sorted((out / "figures").glob("*.png"))
+    assert [p.name for p in figs] == ["A_0.png", "B_1.png"]
+    with Image.open(figs[0]) as im:  # 6 levels wide, 3 rows (noisy images + 2 models)
+        assert im.size[0] > im.size[1] > 0
+    assert (out / "accuracy_noise.png").is_file()
+    table = (out / "accuracy_noise.csv").read_text().splitlines()
+    assert table[0] == "level,tempo,baseline" and len(table) == 7
+    assert "Accuracy against noise level" in res.out
+    m = _metrics(out)
+    assert [r["checkpoint"] for r in m["models"]] == [str(models["tempo"]), str(models["baseline"])]
+    for r in m["models"]:
+        assert r["attack"] == "noise"
+        assert list(r["accuracy_by_level"]) == ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]
+        assert all(0.0 <= a <= 1.0 for a in r["accuracy_by_level"].values())
+
+
+def _train_demo_classifier(demo_root: Path, path: Path, size: int) -> Path:
+    """Frozen random resnet18 + a linear head trained on 10 demo images per class.
+
+    The feature standardisation is folded into the Linear so the checkpoint is a plain
+    backbone + linear classifier.
+    """
+    from tempo_cli.explain.common import load_images, normalize
+    from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.models.checkpoint import save_checkpoint
+
+    train = load_images(str(demo_root), "train", size, quiet=True)
+    keep = [i for i, lab in enumerate(train.labels) if train.labels[: i + 1].count(lab) <= 10]
+    names = sorted(set(train.labels))
+    y = torch.tensor([names.index(train.labels[i]) for i in keep])
+    torch.manual_seed(0)
+    backbone = build_resnet("resnet18", "random").eval()
+    with torch.no_grad():
+        f = backbone(normalize(train.pixels(keep)))
+    mu, sd = f.mean(0), f.std(0) + 1e-6
+    lin = nn.Linear(512, len(names))
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(300):
+        loss = nn.functional.cross_entropy(lin((f - mu) / sd), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    folded = nn.Linear(512, len(names))
+    with torch.no_grad():
+        folded.weight.copy_(lin.weight / sd)
+        folded.bias.copy_(lin.bias - (lin.weight * (mu / sd)).sum(1))
+    return save_checkpoint(
+        path, arch="resnet18", backbone=backbone, linear=folded, class_names=names
+    )
+
+
+@pytest.mark.slow
+def test_pgd_lowers_accuracy_more_than_noise_of_same_budget(
+    cli, demo_root: Path, tmp_path: Path
+) -> None:
+    ckpt = _train_demo_classifier(demo_root, tmp_path / "demo_clf.pth", 32)
+    data = _subset(demo_root, tmp_path / "demo-small", 2)
+    eps = "0.03"
+    acc = {}
+    for attack in ("noise", "fgsm", "pgd"):
+        out = tmp_path / attack
+        res = cli(
+            "explain",
+            "adversarial",
+            "--path",
+            ckpt,
+            "--data",
+            data,
+            "--attack",
+            attack,
+            "--levels",
+            f"0,{eps}",
+            "--steps",
+            "3",
+            "--image-size",
+            "32",
+            "--figures",
+            "1" if attack == "pgd" else "0",
+            "--batch-size",
+            "48",
+            "--out",
+            out,
+            "--quiet",
+        )
+        assert res.code == 0, res.err
+        (rec,) = _metrics(out)["models"]
+        assert rec["attack"] == attack
+        acc[attack] = rec["accuracy_by_level"]
+    clean = acc["noise"]["0"]
+    assert clean == acc["pgd"]["0"]
+    assert clean > 3 / 24, clean  # well above chance (1/24)
+    assert acc["pgd"][eps] < acc["noise"][eps] - 0.05, acc
+    assert acc["fgsm"][eps] < acc["noise"][eps], acc
+    assert math.isfinite(acc["pgd"][eps])
+    assert (tmp_path / "pgd" / "figures" / "A_0.png").is_file()

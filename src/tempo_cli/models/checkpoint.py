@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -235,7 +236,10 @@ def _read_file(path: Path, map_location: str | torch.device = "cpu") -> tuple[An
     if path.suffix.lower() == ".pkl" and not is_zip:
         return load_detectron2_state(path), "detectron2"
     try:
-        return torch.load(path, map_location=map_location, weights_only=True), "torch"
+        with warnings.catch_warnings():
+            # foreign pickles make torch warn about their protocol; our error line says it all
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True), "torch"
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
         torch_error = e
     if not is_zip:
@@ -246,6 +250,8 @@ def _read_file(path: Path, map_location: str | torch.device = "cpu") -> tuple[An
             pass
     if is_zip and not zipfile.is_zipfile(path):
         why = "truncated or corrupt"
+    elif "Unsupported operand" in str(torch_error) or "invalid load key" in str(torch_error):
+        why = "not a PyTorch checkpoint or detectron2 .pkl (foreign or corrupt file)"
     elif "Weights only load failed" in str(torch_error):
         why = "it holds Python objects that are not plain weights (refused for safety)"
     else:

@@ -51,6 +51,7 @@ def _register() -> None:
     __import__("tempo_cli.cli.download", fromlist=["register"]).register(app)
     __import__("tempo_cli.cli.evaluate", fromlist=["register"]).register(app)
     __import__("tempo_cli.cli.export", fromlist=["register"]).register(app)
+    __import__("tempo_cli.cli.pretrain", fromlist=["register"]).register(app)
     __import__("tempo_cli.cli.explain", fromlist=["register"]).register(app)
     __import__("tempo_cli.cli.segment", fromlist=["register"]).register(app)
 

@@ -33,7 +33,7 @@ PathOpt = Annotated[
 DataOpt = Annotated[
     str | None,
     typer.Option(
-        help="Dataset name or root with train[-N]/ and test/. [default: asl]", rich_help_panel=_M
+        help="Dataset name or root with train[-N]/ and test/. \\[default: asl]", rich_help_panel=_M
     ),
 ]
 SamplesOpt = Annotated[
@@ -41,7 +41,7 @@ SamplesOpt = Annotated[
     typer.Option(
         "--samples-pc",
         help="Labelled samples per class: split train-N; a comma list sweeps "
-        "(e.g. 1,5,10,15,20; 'full' = train). [default: full]",
+        "(e.g. 1,5,10,15,20; 'full' = train). \\[default: full]",
         rich_help_panel=_M,
     ),
 ]
@@ -51,26 +51,27 @@ SamplesAlias = Annotated[
 BackboneOpt = Annotated[
     str | None,
     typer.Option(
-        help="Architecture of --path random|imagenet. [default: resnet34]", rich_help_panel=_M
+        help="Architecture of --path random|imagenet. \\[default: resnet34]", rich_help_panel=_M
     ),
 ]
 ImageSizeOpt = Annotated[
     int | None,
     typer.Option(
-        help="Shorter side resized to this, then center crop. [default: 128]", rich_help_panel=_M
+        help="Shorter side resized to this, then center crop. \\[default: 128]", rich_help_panel=_M
     ),
 ]
 RunsOpt = Annotated[
-    int | None, typer.Option(help="Repetitions with fresh heads. [default: 10]", rich_help_panel=_P)
+    int | None,
+    typer.Option(help="Repetitions with fresh heads. \\[default: 10]", rich_help_panel=_P),
 ]
 LrOpt = Annotated[
-    float | None, typer.Option(help="SGD learning rate. [default: 0.01]", rich_help_panel=_P)
+    float | None, typer.Option(help="SGD learning rate. \\[default: 0.01]", rich_help_panel=_P)
 ]
 BnOpt = Annotated[
     str | None,
     typer.Option(
         help="BatchNorm statistics: running (eval mode, standard) or batch (the reference: "
-        "train mode). [default: running]",
+        "train mode). \\[default: running]",
         rich_help_panel=_P,
     ),
 ]
@@ -86,9 +87,9 @@ SaveOpt = Annotated[
 SaveAlias = Annotated[
     str | None, typer.Option("--save_model", hidden=True, help="Same as --save-model.")
 ]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed. [default: 0]", rich_help_panel=_P)]
+SeedOpt = Annotated[int | None, typer.Option(help="Seed. \\[default: 0]", rich_help_panel=_P)]
 DeviceOpt = Annotated[
-    str | None, typer.Option(help="auto, cpu, cuda or mps. [default: auto]", rich_help_panel=_P)
+    str | None, typer.Option(help="auto, cpu, cuda or mps. \\[default: auto]", rich_help_panel=_P)
 ]
 
 
@@ -113,15 +114,15 @@ def linear(
     image_size: ImageSizeOpt = None,
     runs: RunsOpt = None,
     iterations: Annotated[
-        int | None, typer.Option(help="SGD steps per run. [default: 3000]", rich_help_panel=_P)
+        int | None, typer.Option(help="SGD steps per run. \\[default: 3000]", rich_help_panel=_P)
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Training features per step. [default: 24]", rich_help_panel=_P),
+        typer.Option(help="Training features per step. \\[default: 24]", rich_help_panel=_P),
     ] = None,
     lr: LrOpt = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help="SGD weight decay. [default: 0.0001]", rich_help_panel=_P)
+        float | None, typer.Option(help="SGD weight decay. \\[default: 0.0001]", rich_help_panel=_P)
     ] = None,
     bn_stats: BnOpt = None,
     save_model: SaveOpt = None,
@@ -152,19 +153,19 @@ def semisup(
     image_size: ImageSizeOpt = None,
     runs: RunsOpt = None,
     iterations: Annotated[
-        int | None, typer.Option(help="SGD steps per run. [default: 200]", rich_help_panel=_P)
+        int | None, typer.Option(help="SGD steps per run. \\[default: 200]", rich_help_panel=_P)
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="Training images per step. [default: 128]", rich_help_panel=_P),
+        typer.Option(help="Training images per step. \\[default: 128]", rich_help_panel=_P),
     ] = None,
     lr: LrOpt = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help="SGD weight decay. [default: 0]", rich_help_panel=_P)
+        float | None, typer.Option(help="SGD weight decay. \\[default: 0]", rich_help_panel=_P)
     ] = None,
     eval_every: Annotated[
         int | None,
-        typer.Option(help="Test accuracy every K steps. [default: 1]", rich_help_panel=_P),
+        typer.Option(help="Test accuracy every K steps. \\[default: 1]", rich_help_panel=_P),
     ] = None,
     bn_stats: BnOpt = None,
     save_model: SaveOpt = None,
@@ -192,11 +193,11 @@ def knn(
     samples_pc: SamplesOpt = None,
     samples_pc_ref: SamplesAlias = None,
     k: Annotated[
-        int | None, typer.Option(help="Neighbours. [default: 20]", rich_help_panel=_P)
+        int | None, typer.Option(help="Neighbours. \\[default: 20]", rich_help_panel=_P)
     ] = None,
     temperature: Annotated[
         float | None,
-        typer.Option(help="Vote weight exp(similarity / T). [default: 0.07]", rich_help_panel=_P),
+        typer.Option(help="Vote weight exp(similarity / T). \\[default: 0.07]", rich_help_panel=_P),
     ] = None,
     backbone: BackboneOpt = None,
     image_size: ImageSizeOpt = None,

@@ -22,7 +22,7 @@ def export(
     out: Annotated[Path | None, typer.Option(help="File to write (atomically).")] = None,
     backbone: Annotated[
         str | None,
-        typer.Option(help="Architecture for --path random|imagenet. [default: resnet34]"),
+        typer.Option(help="Architecture for --path random|imagenet. \\[default: resnet34]"),
     ] = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,

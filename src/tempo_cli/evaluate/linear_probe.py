@@ -32,6 +32,8 @@ from torch import Tensor, nn
 
 # Bytes allowed for the stacked heads and for the deferred test logits (per chunk).
 _CHUNK_BYTES = 48 * 2**20
+# Bytes of the kernel form's test-logit snapshots and gradient history (cache-sized).
+_SCORE_BYTES = 2 * 2**20
 
 
 def run_generator(seed: int, run: int) -> torch.Generator:
@@ -254,18 +256,31 @@ class _Setup:
 
 
 class _Scorer:
-    """Deferred argmax scoring of test logits snapshots (K, R, M, C) in few large ops."""
+    """Deferred scoring of test logits snapshots, kept class-major (K, R, C, M).
+
+    Accuracy is `argmax over classes == label`, computed without argmax (whose reduction
+    over a short last dimension is slow): the label's logit must reach the maximum over
+    classes and strictly beat every earlier class (argmax keeps the first of tied maxima;
+    near-constant features, e.g. a random network's in eval mode, do produce ties).
+    Both maxima reduce over a non-last dimension: elementwise maxima of contiguous rows.
+    """
 
     def __init__(self, s: _Setup) -> None:
         r, m, c = s.order.shape[0], s.ty.shape[0], s.num_classes
-        self.k = max(1, min(s.iterations + 1, _CHUNK_BYTES // (4 * r * m * c)))
-        self.buf = torch.empty(self.k, r, m, c, device=s.ty.device)
-        self.ty = s.ty
+        dev = s.ty.device
+        self.k = max(1, min(s.iterations + 1, _SCORE_BYTES // (4 * r * m * c)))
+        self.buf = torch.empty(self.k, r, c, m, device=dev)
+        self.views = list(self.buf.unbind(0))  # (R, C, M) each
+        self.label = s.ty.view(1, 1, 1, m).expand(self.k, r, 1, m)
+        cls = torch.arange(c, device=dev).unsqueeze(1)  # (C, 1)
+        # 0 where the class comes before the label, -inf elsewhere: (C, M)
+        self.before = torch.zeros(c, m, device=dev).masked_fill_(cls >= s.ty, float("-inf"))
         self.steps: list[int] = []
-        self.acc = torch.full((s.iterations + 1, r), float("nan"), device=s.ty.device)
+        self.acc = torch.full((s.iterations + 1, r), float("nan"), device=dev)
 
-    def add(self, step: int, test_logits: Tensor) -> None:
-        self.buf[len(self.steps)].copy_(test_logits)
+    def add(self, step: int, test_logits_t: Tensor) -> None:
+        """test_logits_t: (R, C, M)."""
+        self.views[len(self.steps)].copy_(test_logits_t)
         self.steps.append(step)
         if len(self.steps) == self.k:
             self.flush()
@@ -274,8 +289,11 @@ class _Scorer:
         if not self.steps:
             return
         k = len(self.steps)
-        pred = self.buf[:k].argmax(dim=3)  # (k, R, M)
-        self.acc[self.steps] = (pred == self.ty).float().mean(dim=2)
+        buf = self.buf[:k]  # (k, R, C, M)
+        top = buf.amax(dim=2)  # (k, R, M)
+        own = buf.gather(2, self.label[:k]).squeeze(2)  # (k, R, M)
+        earlier = (buf + self.before).amax(dim=2)  # (k, R, M), -inf when the label is 0
+        self.acc[self.steps] = ((own >= top) & (own > earlier)).float().mean(dim=2)
         self.steps.clear()
 
     def result(self) -> Tensor:
@@ -294,6 +312,11 @@ def _train_kernel(s: _Setup) -> tuple[Tensor, Tensor, Tensor]:
     slot. Rows are kept per run in batch order, so a batch is a contiguous slice.
     The weights are tracked as W'_t = s_t (W'_0 + U_t^T X') with s_t = decay^t; every
     `resync` steps W' is rebuilt and the logits recomputed exactly (bounded drift).
+
+    Everything is kept class-major (logits L^T (R, C, N+M), gradients g^T (R, C, B)) so
+    that the scorer reduces over classes quickly. A step is four torch calls (softmax,
+    `sub(out=)`, `baddbmm_`, the scorer's copy); the gradients go to a history and are
+    folded into U once per window of steps (one weighted sum per batch slot).
     """
     x, tx, y = s.x, s.tx, s.y
     r, n = s.order.shape
@@ -303,40 +326,73 @@ def _train_kernel(s: _Setup) -> tuple[Tensor, Tensor, Tensor]:
     xr = torch.cat([x, ones], dim=1)[s.order]  # (R, N, d+1) rows in each run's batch order
     txr = torch.cat([tx, torch.ones(m, 1, device=dev)], dim=1)  # (M, d+1)
     zr = torch.cat([xr, txr.expand(r, m, -1)], dim=1)  # (R, N+M, d+1)
-    gram = torch.bmm(zr, xr.transpose(1, 2))  # (R, N+M, N)
+    gram_t = torch.bmm(xr, zr.transpose(1, 2))  # (R, N, N+M): (Z' X'^T)^T
     bsz = s.batch_size
     slots = [(lo, min(lo + bsz, n)) for lo in range(0, n, bsz)]
-    grams = [gram[:, :, lo:hi].contiguous() for lo, hi in slots]  # (R, N+M, B_j)
-    del gram
-    yr = F.one_hot(y[s.order], c).to(torch.float32)  # (R, N, C)
+    grams = [gram_t[:, lo:hi].contiguous() for lo, hi in slots]  # (R, B_j, N+M)
+    del gram_t
+    yt = F.one_hot(y[s.order], c).to(torch.float32).transpose(1, 2)  # (R, C, N)
+    ys = [yt[:, :, lo:hi] for lo, hi in slots]  # (R, C, B_j)
+    alphas = [s.lr / (hi - lo) for lo, hi in slots]
+    nb, bmax = len(slots), slots[0][1] - slots[0][0]
+    steps_total, decay = s.iterations, s.decay
 
     w0 = torch.cat([s.weight, s.bias.unsqueeze(2)], dim=2)  # W'_0 (R, C, d+1)
-    u = torch.zeros(r, n, c, device=dev)  # U
+    ut = torch.zeros(r, c, n, device=dev)  # U^T
     scale = 1.0  # s_t
-    logits = torch.bmm(zr, w0.transpose(1, 2))  # (R, N+M, C)
+    logits = torch.bmm(w0, zr.transpose(1, 2))  # L^T (R, C, N+M)
+    train_views = [logits[:, :, lo:hi] for lo, hi in slots]  # (R, C, B_j)
+    test_view = logits[:, :, n:]  # (R, C, M)
     scorer = _Scorer(s)
-    scorer.add(0, logits[:, n:])
-    resync = 250 if s.decay > 0.95 else max(1, int(math.log(1e-6) / math.log(max(s.decay, 1e-30))))
-    nb = len(slots)
-    for t in range(s.iterations):
-        j = t % nb
-        lo, hi = slots[j]
-        # dLoss/dlogits * B = softmax - onehot (the 1/B goes into alpha)
-        grad = torch.softmax(logits[:, lo:hi], dim=2).sub_(yr[:, lo:hi])  # (R, B, C)
-        alpha = s.lr / (hi - lo)
-        logits.baddbmm_(grams[j], grad, beta=s.decay, alpha=-alpha)
-        scale *= s.decay
-        u[:, lo:hi].add_(grad, alpha=-alpha / scale)
-        step = t + 1
-        if step % resync == 0 and step < s.iterations:
-            w0 = scale * (w0 + torch.bmm(u.transpose(1, 2), xr))
-            u.zero_()
+    scorer.add(0, test_view)
+    resync = 250 if decay > 0.95 else max(1, int(math.log(1e-6) / math.log(max(decay, 1e-30))))
+
+    # gradient history: hist[i] is g^T of step t0+i+1 of the current window
+    k_hist = max(1, min(steps_total, _SCORE_BYTES // (4 * r * c * bmax)))
+    hist = torch.empty(k_hist, r, c, bmax, device=dev)
+    hist_views = [[h[:, :, : hi - lo] for lo, hi in slots] for h in hist.unbind(0)]
+
+    def fold(t0: int, count: int, scale: float) -> float:
+        """Add hist[0..count-1] (steps t0+1 .. t0+count) into U^T; returns s_t."""
+        coefs = []
+        for i in range(count):
+            scale *= decay
+            coefs.append(-alphas[(t0 + i) % nb] / scale)
+        coef = torch.tensor(coefs, device=dev)
+        for j, (lo, hi) in enumerate(slots):
+            first = (j - t0) % nb
+            if first < count:
+                # (k_j,) . (k_j, R, C, B_j) -> (R, C, B_j): this slot's steps in the window
+                g = hist[first:count:nb, :, :, : hi - lo]
+                ut[:, :, lo:hi] += torch.tensordot(coef[first:count:nb], g, dims=1)
+        return scale
+
+    t0 = 0  # steps done
+    while t0 < steps_total:
+        end = min(steps_total, t0 + k_hist, (t0 // resync + 1) * resync)
+        for i in range(end - t0):
+            step = t0 + i + 1
+            j = (step - 1) % nb
+            g = hist_views[i][j]
+            # dLoss/dlogits * B = softmax - onehot (the 1/B goes into alpha)
+            torch.sub(torch.softmax(train_views[j], dim=1), ys[j], out=g)
+            logits.baddbmm_(g, grams[j], beta=decay, alpha=-alphas[j])
+            if step % resync == 0 and step < steps_total:
+                break  # the window ends here (end is this step)
+            if s.eval_every == 1 or s.scored_step(step):
+                scorer.add(step, test_view)
+        scale = fold(t0, end - t0, scale)
+        t0 = end
+        if t0 % resync == 0 and t0 < steps_total:
+            w0 = scale * (w0 + torch.bmm(ut, xr))
+            ut.zero_()
             scale = 1.0
-            logits = torch.bmm(zr, w0.transpose(1, 2))
-        if s.scored_step(step):
-            scorer.add(step, logits[:, n:])
-        s.tick(step)
-    w = scale * (w0 + torch.bmm(u.transpose(1, 2), xr))  # (R, C, d+1)
+            torch.bmm(w0, zr.transpose(1, 2), out=logits)
+            if s.scored_step(t0):
+                scorer.add(t0, test_view)
+        if s.progress is not None:
+            s.progress(t0)
+    w = scale * (w0 + torch.bmm(ut, xr))  # (R, C, d+1)
     return scorer.result(), w[:, :, :-1].contiguous().cpu(), w[:, :, -1].contiguous().cpu()
 
 

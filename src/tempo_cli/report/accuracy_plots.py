@@ -13,13 +13,33 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def _pyplot():
-    import matplotlib
+# Points drawn per curve: a 3,000-step curve is thinned to about the figure's pixel width.
+MAX_POINTS = 500
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
 
-    return plt
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A figure not registered with pyplot (no pyplot import, no GUI backend; saved
+    through the Agg canvas by `savefig`)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
+def _floats(values: Any) -> list[float]:
+    """A sequence or tensor as a list of floats."""
+    values = values.tolist() if hasattr(values, "tolist") else values
+    return [float(v) for v in values]
+
+
+def _thin(n: int, limit: int = MAX_POINTS) -> list[int]:
+    """At most about `limit` evenly spaced indices of 0..n-1, first and last included."""
+    if n <= limit:
+        return list(range(n))
+    stride = -(-(n - 1) // (limit - 1))  # ceil
+    idx = list(range(0, n, stride))
+    if idx[-1] != n - 1:
+        idx.append(n - 1)
+    return idx
 
 
 def samples_label(samples_pc: int | None) -> str:
@@ -34,19 +54,19 @@ def plot_curves(curves: Sequence[dict[str, Any]], title: str = "test accuracy") 
         curves: dicts with `checkpoint` (str), `samples_pc` (int | None), `steps` (S,),
             `mean` (S,), `std` (S,) (sequences or tensors).
     """
-    plt = _pyplot()
     groups: list[int | None] = []
     for c in curves:
         if c["samples_pc"] not in groups:
             groups.append(c["samples_pc"])
     cols = min(3, max(1, len(groups)))
     rows = (len(groups) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
+    fig = _figure((5 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, sp in zip(axes.flat, groups, strict=False):
         for c in (c for c in curves if c["samples_pc"] == sp):
-            steps = [float(v) for v in c["steps"]]
-            mean = [float(v) for v in c["mean"]]
-            std = [float(v) for v in c["std"]]
+            steps, mean, std = (_floats(c[key]) for key in ("steps", "mean", "std"))
+            keep = _thin(len(steps))  # drawing only: the data stay in TensorBoard
+            steps, mean, std = ([v[i] for i in keep] for v in (steps, mean, std))
             style = "-" if len(steps) > 1 else "o"
             (line,) = ax.plot(steps, mean, style, label=c["checkpoint"], linewidth=1.2)
             lo = [m - s for m, s in zip(mean, std, strict=True)]
@@ -70,14 +90,14 @@ def plot_sweep(results: Sequence[dict[str, Any]], title: str = "accuracy") -> Fi
     checkpoint. `results`: CLI.md `results` records (checkpoint, samples_pc,
     accuracy_final_mean, accuracy_final_std). The full train split sits right of the
     largest N, labelled "full"."""
-    plt = _pyplot()
     ints = sorted({r["samples_pc"] for r in results if r["samples_pc"] is not None})
     full_x = (max(ints) * 1.25 + 1) if ints else 1.0
 
     def xpos(sp: int | None) -> float:
         return full_x if sp is None else float(sp)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure((6, 4))
+    ax = fig.subplots()
     names: list[str] = []
     for r in results:
         if r["checkpoint"] not in names:

@@ -10,3 +10,7 @@ Submodules (imported explicitly; nothing heavy is imported here so `tempo --help
 - `labelled`: `train`, `train-N`, `test` splits with the ASL class index.
 - `datasets`: `--data NAME|PATH` -> a folder (generates `demo` on first use).
 """
+
+# The 24 ASL classes: no J and no Z (those signs need motion). Class index = position
+# (SPEC.md). Defined here, free of imports, so light modules (the demo renderer) share it.
+ASL_LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"

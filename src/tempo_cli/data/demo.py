@@ -38,7 +38,8 @@ import numpy as np
 from PIL import Image
 
 from tempo_cli import places
-from tempo_cli.data.demo_render import LETTERS, chain_state, fresh_state, mix_states, render
+from tempo_cli.data import ASL_LETTERS as LETTERS  # class index = position (SPEC.md)
+from tempo_cli.data.demo_render import chain_state, fresh_state, mix_states, render
 from tempo_cli.errors import TempoError
 from tempo_cli.report.progress import log
 

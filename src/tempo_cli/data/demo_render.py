@@ -20,9 +20,6 @@ from functools import cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# ASL letters without the motion signs J and Z (SPEC.md); class index = position.
-LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"
-
 # Glyphs are rendered once at this font size and then resampled by one affine transform
 # per image; large enough that downscaling to 64 px stays smooth.
 _GLYPH_FONT_SIZE = 96

@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from tempo_cli.data import ASL_LETTERS
 from tempo_cli.data.frames import iter_image_chunks, list_images
 from tempo_cli.data.transforms import normalize_uint8
 from tempo_cli.errors import TempoError, UsageError
-
-ASL_LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"  # 24 classes: no J, no Z (they need motion)
 
 _SPLIT_RE = re.compile(r"^(train|test|val|train-\d+)$")
 

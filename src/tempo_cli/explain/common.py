@@ -18,12 +18,10 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
+from tempo_cli.data import ASL_LETTERS
+from tempo_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.report.progress import ProgressBar, log
-
-ASL_LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -56,8 +54,8 @@ class ExplainImages:
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] pixels (N, 3, H, W) -> ImageNet-normalised (N, 3, H, W)."""
-    mean = torch.tensor(MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from tempo_cli import atomic, places
+from tempo_cli.data import ASL_LETTERS
 from tempo_cli.errors import TempoError
 from tempo_cli.models.backbones import (
     ARCHS,
@@ -62,8 +63,6 @@ FORMAT = "tempo-checkpoint"
 VERSION = 1
 BASELINES = ("random", "imagenet")
 DEFAULT_ARCH = "resnet34"
-# Class names of the reference's 24-way ASL head (SPEC.md: index = position in the string).
-ASL_LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"
 
 # Reference `nn.Sequential(*list(resnet.children())[:-1])` index -> torchvision name.
 _SEQ_TO_TV = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}

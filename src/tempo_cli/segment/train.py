@@ -28,6 +28,7 @@ from torch import nn
 from tempo_cli import atomic
 from tempo_cli.data.coco import CocoInstances, CocoSplit
 from tempo_cli.errors import Interrupted, TempoError
+from tempo_cli.models.checkpoint import capture_rng_state, restore_rng_state
 from tempo_cli.report.progress import ProgressBar, log
 from tempo_cli.report.run_dir import RunDir
 from tempo_cli.segment.evaluation import evaluate, iterations_to_fraction
@@ -171,10 +172,8 @@ def save_checkpoint(
         "backbone": backbone,
         "evals": evals,
         "train_seconds": train_seconds,
-        "rng": {"torch": torch.get_rng_state()},
+        "rng": capture_rng_state(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
     atomic.torch_save(state, path)
 
 
@@ -259,9 +258,7 @@ def train_backbone(
         start = int(resume["iteration"])
         evals = list(resume.get("evals", []))
         train_seconds = float(resume.get("train_seconds", 0.0))
-        torch.set_rng_state(resume["rng"]["torch"])
-        if "cuda" in resume["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(resume["rng"]["cuda"])
+        restore_rng_state(resume["rng"])
         log(f"resuming from iteration {start}", settings.quiet)
 
     ckpt_path = run_dir.path / "last.pt"

@@ -138,29 +138,31 @@ def reference_end_to_end(root: Path, arch: str, runs: int, iterations: int, out:
 def protocol_part(root: Path, arch: str, runs: int, iterations: int, ref_runs: int) -> dict:
     import torch
 
-    from tempo_cli.evaluate.features import compute_split_features
+    from tempo_cli.evaluate.config import ProbeConfig
+    from tempo_cli.evaluate.features import FeatureRecipe, compute_split_features
     from tempo_cli.evaluate.linear_probe import train_linear_probes
     from tempo_cli.evaluate.reference import reference_linear_eval
     from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.settings.evaluate import EvalLinearSettings
 
     torch.manual_seed(0)
     net = build_resnet(arch)
     # batch-statistics features, as the reference computes them (a random-init network in
     # eval mode gives near-constant features, whose probe sits at chance for both loops)
-    train = compute_split_features(net, root, "train", 128, bn_stats="batch")
-    test = compute_split_features(net, root, "test", 128, bn_stats="batch")
+    recipe = FeatureRecipe(image_size=128, bn_stats="batch", seed=0)
+    train = compute_split_features(net, root, "train", recipe)
+    test = compute_split_features(net, root, "test", recipe)
     args = (train.features, train.labels, test.features, test.labels, 24)
+    # the `tempo eval linear` protocol (batches of 24, lr 0.01, weight decay 1e-4), seed 0
+    config = ProbeConfig.default(EvalLinearSettings, runs=runs, iterations=iterations, seed=0)
 
     t0 = time.perf_counter()
-    accs = [
-        reference_linear_eval(*args, iterations=iterations, seed=0, run=r)[0]
-        for r in range(ref_runs)
-    ]
+    accs = [reference_linear_eval(*args, config, run=r)[0] for r in range(ref_runs)]
     t_ref = (time.perf_counter() - t0) * runs / ref_runs
     ref_final = sum(float(a[-1]) for a in accs) / ref_runs
 
     t0 = time.perf_counter()
-    res = train_linear_probes(*args, runs=runs, iterations=iterations, seed=0)
+    res = train_linear_probes(*args, config)
     t_ours = time.perf_counter() - t0
     ours_final = float(res.accuracy[:ref_runs, -1].mean())
     return {

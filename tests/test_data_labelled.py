@@ -14,10 +14,13 @@ from tempo_cli.data.labelled import (
     ASL_LETTERS,
     LabelledImages,
     available_splits,
+    class_index,
     class_names,
+    list_split,
     load_split,
     split_name,
 )
+from tempo_cli.data.transforms import NEAREST, normalize
 from tempo_cli.errors import TempoError, UsageError
 
 
@@ -65,6 +68,69 @@ def test_other_dataset_sorted_folder_names(tmp_path: Path) -> None:
     assert class_names(root) == ["cat", "dog", "eel"]
     assert load_split(root, "train", 8).labels.tolist() == [0, 1]
     assert load_split(root, "test", 8).labels.tolist() == [2]
+
+
+def test_split_matched_in_any_case_and_named_by_its_folder(tmp_path: Path) -> None:
+    """`test` finds `Test/` (as explain always did); hidden folders are no classes."""
+    root = tmp_path / "masks-style"
+    _image(root / "Test" / "B" / "1.png", 1)
+    _image(root / "Test" / "A" / "1.png", 2)
+    _image(root / "Test" / ".cache" / "1.png", 3)
+    split = load_split(root, "test", 8)
+    assert split.split == "Test" and split.root == root
+    assert split.label_names == ["A", "B"] and split.present_classes == ["A", "B"]
+    assert split.labels.tolist() == [0, 1] and split.class_names == list(ASL_LETTERS)
+    assert split.ids == ["1", "1"]
+    assert torch.equal(split.pixels(), split.images.float() / 255.0)
+    # the explain commands name their own option
+    with pytest.raises(UsageError, match="--split"):
+        list_split(root, "train-7", option="--split")
+
+
+def test_class_index_rule() -> None:
+    assert class_index(["C", "A"]) == list(ASL_LETTERS)
+    assert class_index(["dog", "cat"]) == ["cat", "dog"]
+    assert class_index(["A", "dog"]) == ["A", "dog"]
+    assert class_index([]) == []
+
+
+def test_class_names_of_a_head() -> None:
+    """The head's names: recorded ones, else the data's rule if it fits, else ASL for 24."""
+    from tempo_cli.models.classifier import head_class_names
+
+    assert head_class_names(2, ["x", "y"], ["A"]) == ["x", "y"]
+    assert head_class_names(24) == list(ASL_LETTERS)  # a reference checkpoint
+    assert head_class_names(24, None, ["A", "C"]) == list(ASL_LETTERS)
+    assert head_class_names(2, None, ["C", "A"]) == ["A", "C"]  # the split's folders
+    assert head_class_names(3, None, ["dog", "cat", "eel"]) == ["cat", "dog", "eel"]
+    assert head_class_names(5, None, ["dog", "cat"]) is None
+    assert head_class_names(5) is None
+
+
+def test_nearest_resize_and_one_normalize(tmp_path: Path) -> None:
+    """The one loader resizes bilinear (evaluation) or NEAREST (explain); `normalize` takes
+    uint8 or [0, 1] floats and equals the reference's Normalize(ToTensor(img))."""
+    from PIL import Image as PILImage
+    from torchvision import transforms as T
+
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    (tmp_path / "test" / "A").mkdir(parents=True)
+    PILImage.fromarray(array).save(tmp_path / "test" / "A" / "0.png")
+    image = PILImage.fromarray(array)
+    for mode, resample in ((NEAREST, PILImage.Resampling.NEAREST), (None, None)):
+        kw = {} if mode is None else {"interpolation": mode}
+        got = load_split(tmp_path, "test", 20, **kw).images[0]
+        ref = image.resize((30, 20), resample) if resample is not None else T.Resize(20)(image)
+        ref = T.CenterCrop(20)(ref)
+        assert torch.equal(got, torch.from_numpy(np.array(ref)).permute(2, 0, 1))
+    x = load_split(tmp_path, "test", 20).images
+    reference = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(x[0] / 255.0)
+    assert torch.allclose(normalize(x)[0], reference, atol=1e-6)
+    pixels = (x.float() / 255.0).requires_grad_(True)
+    assert torch.equal(normalize(pixels), normalize(x))
+    normalize(pixels).sum().backward()  # the attacks differentiate through it
+    assert pixels.grad is not None
 
 
 def test_unknown_split_names_available(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ def test_linear_sweep_compare_save_and_cache(
     assert saved == ["clf-r18-1.pt", "clf-r18-5.pt", "clf-random-1.pt", "clf-random-5.pt"]
     clf = load_model(tmp_path / "clf-r18-5.pt")
     assert clf.arch == "resnet18" and clf.class_names == list(ASL_LETTERS)
+    assert clf.image_size == 32  # the size it was probed at: `--image-size auto` reads it
     assert clf.linear is not None and clf.linear.weight.shape == (24, 512)
     logits = clf.classifier().eval()(torch.zeros(2, 3, 32, 32))
     assert logits.shape == (2, 24)
@@ -216,16 +217,17 @@ def test_real_photos_plumbing(cli, asl_sample: Path, tmp_path: Path, runs_dir: P
     (root / "train").symlink_to(asl_sample / "test", target_is_directory=True)
     (root / "test").symlink_to(asl_sample / "test", target_is_directory=True)
 
-    from tempo_cli.evaluate.features import cached_features
+    from tempo_cli.evaluate.features import FeatureRecipe, cached_features
     from tempo_cli.models.backbones import build_resnet
 
     torch.manual_seed(0)
     net = build_resnet("resnet18")
-    fs = cached_features("test-r18", lambda: net, root, "train", 32, "running")
+    recipe = FeatureRecipe(image_size=32, bn_stats="running", seed=0)
+    fs = cached_features("test-r18", lambda: net, root, "train", recipe)
     assert fs.features.shape == (120, 512) and fs.class_names == list(ASL_LETTERS)
     assert torch.bincount(fs.labels, minlength=24).tolist() == [5] * 24
     # label = position of the folder's letter (K is index 9: no J)
-    assert cached_features("test-r18", lambda: None, root, "train", 32, "running").cached
+    assert cached_features("test-r18", lambda: None, root, "train", recipe).cached
 
     res = cli(
         "eval",
@@ -247,3 +249,29 @@ def test_real_photos_plumbing(cli, asl_sample: Path, tmp_path: Path, runs_dir: P
     assert rec["samples_pc"] is None and rec["train_images"] == 120 and rec["test_images"] == 120
     assert any((runs_dir / "real" / "None").glob("events.out.tfevents.*"))
     assert (runs_dir / "real" / "curves.png").is_file()
+
+
+def test_image_size_auto_follows_the_checkpoint(
+    cli, demo_root: Path, runs_dir: Path, tmp_path: Path
+) -> None:
+    from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    ck = save_checkpoint(
+        tmp_path / "at40.pt", arch="resnet18", backbone=build_resnet("resnet18"), image_size=40
+    )
+    common = ("eval", "knn", "--data", str(demo_root), "--samples-pc", "1", "--device", "cpu")
+    res = cli(*common, "--path", str(ck), "--name", "auto")
+    assert res.code == 0, res.err
+    (rec,) = _metrics(runs_dir, "auto")["results"]
+    assert rec["image_size"] == 40 and "warning" not in res.err
+    # `random`, `imagenet` and reference files record nothing: the reference's 128 px
+    from tempo_cli.evaluate.checkpoints import Checkpoint
+
+    assert Checkpoint("random", "resnet18", 0).recorded_image_size is None
+    res = cli(*common, "--path", str(ck), "--image-size", "32", "--name", "explicit")
+    assert res.code == 0, res.err
+    assert [r["image_size"] for r in _metrics(runs_dir, "explicit")["results"]] == [32]
+    (line,) = [ln for ln in res.err.splitlines() if "warning" in ln]
+    assert "--image-size 32" in line and "40" in line

@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tempo_cli.explain.adversarial import add_noise, level_key, noise_pattern
+from tempo_cli.explain.adversarial import level_key
+from tempo_cli.explain.attacks import add_noise, noise_pattern
 from tempo_cli.explain.relevance import fatten, find_masks, load_mask, relative_relevance
 
 LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"
@@ -192,6 +193,7 @@ def test_lrp_conserves_relevance_without_biases() -> None:
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow  # LRP over the 120 photos
 def test_explain_lrp_png_for_every_image(cli, asl_sample: Path, models, tmp_path: Path) -> None:
     out = tmp_path / "lrp"
     res = cli(
@@ -251,6 +253,32 @@ def test_explain_lrp_compare_and_captum(cli, asl_tiny: Path, models, tmp_path: P
         assert (out / "heatmaps" / "B_baseline_1.png").is_file()
 
 
+def test_explain_image_size_auto_is_the_recorded_one(cli, asl_tiny: Path, tmp_path: Path) -> None:
+    """A classifier that records 32 px is explained at 32 px; another size warns once."""
+    from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.models.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        tmp_path / "clf32.pth",
+        arch="resnet18",
+        backbone=build_resnet("resnet18", "random"),
+        linear=nn.Linear(512, 24),
+        image_size=32,
+    )
+    args = ("explain", "lrp", "--path", ckpt, "--data", asl_tiny, "--method", "saliency")
+    res = cli(*args, "--no-sheets", "--out", tmp_path / "auto", "--quiet")
+    assert res.code == 0, res.err
+    assert "warning" not in res.err and _metrics(tmp_path / "auto")["image_size"] == 32
+    with Image.open(next((tmp_path / "auto" / "heatmaps").glob("*.png"))) as im:
+        assert im.size == (32, 32)
+    res = cli(*args, "--image-size", "40", "--no-sheets", "--out", tmp_path / "40", "--quiet")
+    assert res.code == 0, res.err
+    assert _metrics(tmp_path / "40")["image_size"] == 40
+    (line,) = [x for x in res.err.splitlines() if "warning" in x]
+    assert "40" in line and "32" in line
+
+
 def test_explain_without_linear_head_exits_1(cli, asl_small: Path, models) -> None:
     res = cli("explain", "lrp", "--path", models["nohead"], "--data", asl_small, "--quiet")
     assert res.code == 1
@@ -270,6 +298,7 @@ def test_explain_bad_options_exit_2(cli, asl_small: Path, models) -> None:
 # --- relevance -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # LRP over the 120 photos
 def test_explain_relevance_120_values(cli, asl_sample: Path, models, tmp_path: Path) -> None:
     out = tmp_path / "rr"
     res = cli(
@@ -340,6 +369,29 @@ def test_explain_relevance_plain_masks_ones_and_missing(
     assert all(r["rr_mean"] == 1.0 and r["rr_std"] == 0.0 for r in m["models"])
 
 
+# --- registries ----------------------------------------------------------------------------
+
+
+def test_registries_name_what_the_settings_accept() -> None:
+    """`--method` / `--attack` are Literals in the (torch-free) settings: same names."""
+    from typing import get_args
+
+    from tempo_cli.explain.attacks import ATTACKS
+    from tempo_cli.explain.attribution import METHODS
+    from tempo_cli.settings.explain import (
+        DEFAULT_LEVELS,
+        ExplainAdversarialSettings,
+        ExplainSettings,
+    )
+
+    def names(cls, field: str) -> set[str]:
+        return set(get_args(cls.model_fields[field].annotation))
+
+    assert set(METHODS) == names(ExplainSettings, "method")
+    assert set(ATTACKS) == names(ExplainAdversarialSettings, "attack")
+    assert set(DEFAULT_LEVELS) == set(ATTACKS)
+
+
 # --- noise and attacks ---------------------------------------------------------------------
 
 
@@ -354,6 +406,31 @@ def test_noise_is_seeded_bounded_and_batch_independent() -> None:
     assert float((noisy - x).abs().max()) <= 0.2 + 1e-6
     assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
     assert level_key(0.1) == "0.1" and level_key(0.0) == "0"
+
+
+def test_gradient_attacks_stay_in_budget_and_use_the_clean_class() -> None:
+    """FGSM/PGD: within the L-inf ball and [0, 1]; an unknown class (-1) is replaced by
+    the clean prediction; eps 0 is the clean image; both change some predictions."""
+    from tempo_cli.explain.attacks import ATTACKS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5)).eval()
+    x = torch.rand(16, 3, 8, 8)
+    with torch.no_grad():
+        clean = model(x).argmax(1)
+    unknown = torch.full_like(clean, -1)
+    fooled = {}
+    for name in ("fgsm", "pgd"):
+        attack = ATTACKS[name]
+        kw = {"indices": list(range(16)), "seed": 0, "steps": 5}
+        assert torch.equal(attack.perturb(model, x, clean, 0.0, **kw), x)
+        xa = attack.perturb(model, x, clean, 0.05, **kw)
+        assert float((xa - x).abs().max()) <= 0.05 + 1e-6
+        assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+        assert torch.equal(attack.perturb(model, x, unknown, 0.05, **kw), xa)
+        with torch.no_grad():
+            fooled[name] = int((model(xa).argmax(1) != clean).sum())
+    assert fooled["fgsm"] > 0 and fooled["pgd"] > 0, fooled
 
 
 def test_explain_adversarial_noise_figure_and_table(
@@ -402,14 +479,16 @@ def _train_demo_classifier(demo_root: Path, path: Path, size: int) -> Path:
     The feature standardisation is folded into the Linear so the checkpoint is a plain
     backbone + linear classifier.
     """
-    from tempo_cli.explain.common import load_images, normalize
+    from tempo_cli.data.labelled import load_split
+    from tempo_cli.data.transforms import NEAREST, normalize
     from tempo_cli.models.backbones import build_resnet
     from tempo_cli.models.checkpoint import save_checkpoint
 
-    train = load_images(str(demo_root), "train", size, quiet=True)
-    keep = [i for i, lab in enumerate(train.labels) if train.labels[: i + 1].count(lab) <= 10]
-    names = sorted(set(train.labels))
-    y = torch.tensor([names.index(train.labels[i]) for i in keep])
+    train = load_split(demo_root, "train", size, interpolation=NEAREST)
+    labels = train.label_names
+    keep = [i for i, lab in enumerate(labels) if labels[: i + 1].count(lab) <= 10]
+    names = sorted(set(labels))
+    y = torch.tensor([names.index(labels[i]) for i in keep])
     torch.manual_seed(0)
     backbone = build_resnet("resnet18", "random").eval()
     with torch.no_grad():

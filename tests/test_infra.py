@@ -45,6 +45,27 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     assert [x.name for x in tmp_path.iterdir()] == ["f.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_files_get_the_mode_open_would_give(tmp_path: Path, umask: int) -> None:
+    """Not mkstemp's 0600: a lab group or web server must read config/metrics/PNG/.pt."""
+    import torch
+
+    old = os.umask(umask)
+    try:
+        atomic.write_json(tmp_path / "metrics.json", {"a": 1})
+        atomic.torch_save({"w": torch.zeros(1)}, tmp_path / "last.pt")
+        with atomic.atomic_path(tmp_path / "fig.png") as tmp:
+            tmp.write_bytes(b"png")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    assert (tmp_path / "plain").stat().st_mode & 0o777 == want
+    for name in ("metrics.json", "last.pt", "fig.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, name
+
+
 class RunSettings(CommandSettings):
     command: ClassVar[str] = "toy"
     lr: float = 0.1

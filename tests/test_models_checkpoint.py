@@ -1,4 +1,5 @@
-"""Checkpoint formats: product round trip, reference, torchvision, detectron2, bad files."""
+"""Checkpoint formats: product round trip, reference, torchvision, detectron2, bad files;
+the projection-head search; content ids."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from tempo_cli.data import ASL_LETTERS
 from tempo_cli.errors import TempoError
 from tempo_cli.models.backbones import build_resnet
 from tempo_cli.models.checkpoint import (
-    ASL_LETTERS,
-    capture_rng_state,
-    checkpoint_id,
+    FORMAT,
     load_model,
     load_resnet_state,
-    restore_rng_state,
     save_checkpoint,
 )
+from tempo_cli.models.content_id import checkpoint_id
 from tempo_cli.models.detectron2_format import save_detectron2_pkl
+from tempo_cli.models.foreign_formats import HEAD_PREFIXES, find_projection_head
 from tempo_cli.models.projection_head import head_for
+from tempo_cli.runtime import capture_rng_state, restore_rng_state
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -125,6 +127,69 @@ def test_reference_format(tmp_path: Path, head_name: str | None) -> None:
     torch.testing.assert_close(m.classifier()(X), ref(X))
     expected = {k: v for k, v in resnet.state_dict().items() if not k.startswith("fc.")}
     assert_same_state(load_resnet_state(p)[1], expected)
+
+
+@pytest.mark.parametrize("prefix", HEAD_PREFIXES)
+@pytest.mark.parametrize("level", ["", "layers."])
+def test_find_projection_head(prefix: str, level: str) -> None:
+    """One search finds a head right under each prefix and under lightly's `layers.`."""
+    head = head_for("resnet18").state_dict()
+    state = {"backbone.conv1.weight": torch.zeros(1), "linear.weight": torch.zeros(1)}
+    state.update({f"{prefix}{level}{k}": v for k, v in head.items()})
+    found = find_projection_head(state)
+    assert found is not None and found.keys() == head.keys()
+    assert all(found[k] is head[k] for k in head)
+    del state[f"{prefix}{level}6.bias"]  # not a whole head: not taken
+    assert find_projection_head(state) is None
+    assert find_projection_head({f"other.{k}": v for k, v in head.items()}) is None
+
+
+@pytest.mark.parametrize("layout", ["sequential", "torchvision"])
+@pytest.mark.parametrize("level", ["", "layers."])
+def test_head_read_with_either_backbone_layout(tmp_path: Path, layout: str, level: str) -> None:
+    """Reference files (nn.Sequential or torchvision backbone) give the same head either way."""
+    torch.manual_seed(3)
+    resnet = tvm.resnet18(weights=None)
+    head = head_for("resnet18").eval()
+    if layout == "sequential":
+        state = Reference(resnet).state_dict()
+    else:
+        state = {f"backbone.{k}": v for k, v in resnet.state_dict().items() if "fc." not in k}
+    state.update({f"projector.{level}{k}": v for k, v in head.state_dict().items()})
+    torch.save(state, tmp_path / "h.pth")
+    m = load_model(tmp_path / "h.pth")
+    assert m.source_format == "reference" and m.head is not None
+    assert_same_state(m.head.state_dict(), head.state_dict())
+    feats = torch.randn(4, 512)
+    torch.testing.assert_close(m.head.eval()(feats), head(feats))
+
+
+def test_image_size_recorded(tmp_path: Path, trained: tvm.ResNet) -> None:
+    """Product files record the input side; files that do not record it load with None."""
+    p = save_checkpoint(tmp_path / "s.pt", arch="resnet18", backbone=trained, image_size=32)
+    assert torch.load(p, weights_only=True)["image_size"] == 32
+    assert load_model(p).image_size == 32
+    p = save_checkpoint(tmp_path / "n.pt", arch="resnet18", backbone=trained)
+    assert load_model(p).image_size is None
+    # A product file written before the key existed (today's layout without it).
+    old = {
+        "format": FORMAT,
+        "version": 1,
+        "arch": "resnet18",
+        "backbone": {k: v for k, v in trained.state_dict().items() if not k.startswith("fc.")},
+        "head": None,
+        "linear": None,
+        "class_names": None,
+        "meta": {},
+        "training_state": None,
+    }
+    torch.save(old, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").image_size is None
+    torch.save(Reference(trained).state_dict(), tmp_path / "ref.pth")
+    torch.save(trained.state_dict(), tmp_path / "tv.pth")
+    d2 = save_detectron2_pkl(tmp_path / "d2.pkl", trained.state_dict())
+    for spec in (tmp_path / "ref.pth", tmp_path / "tv.pth", d2, "random"):
+        assert load_model(spec, "resnet18").image_size is None, spec
 
 
 def test_torchvision_state_dicts(tmp_path: Path) -> None:

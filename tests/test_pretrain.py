@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,15 +116,15 @@ def test_cli_aliases_env_and_config(cli, tmp_path: Path, monkeypatch: pytest.Mon
     # Defaults are the reference protocol.
     monkeypatch.delenv("TEMPO_BATCH_SIZE")
     d = PretrainSettings()
-    assert (d.epochs, d.lr, d.l, d.pdf, d.proximity, d.batch_size, d.image_size) == (
+    assert (d.epochs, d.lr, d.l, d.pdf, d.proximity, d.batch_size) == (
         15,
         1e-3,
         1e-3,
         "uniform",
         30,
         200,
-        128,
     )
+    assert d.image_size == "auto" and d.resolved_image_size(None) == 128
     assert (d.backbone, d.init, d.optimizer, d.momentum, d.weight_decay) == (
         "resnet34",
         "imagenet",
@@ -138,6 +139,7 @@ def test_cli_aliases_env_and_config(cli, tmp_path: Path, monkeypatch: pytest.Mon
 # --- the loop --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_and_exact_resume(frames: Path) -> None:
     from tempo_cli.pretrain import run
 
@@ -170,6 +172,79 @@ def test_same_seed_same_losses_and_exact_resume(frames: Path) -> None:
     assert losses(other) != losses(straight)[:1]
 
 
+def write_v1_last(path: Path, settings: PretrainSettings, **state: Any) -> Path:
+    """A last.pt in the layout of tempo before the shared training envelope (version 1):
+    a product checkpoint whose `training_state` is pre-training's own dict."""
+    from tempo_cli.models.checkpoint import save_checkpoint
+
+    return save_checkpoint(
+        path,
+        arch=state["arch"],
+        backbone=state["backbone"],
+        head=state["head"],
+        meta=state["meta"],
+        training_state={
+            "kind": "tempo-pretrain",
+            "version": 1,
+            "settings": settings.model_dump(mode="json"),
+            "position": state["position"],
+            "optimizer": state["optimizer"],
+            "scaler": state["scaler"] or {},
+            "rng": state["rng"],
+            "run_dir": str(state["run_dir"]),
+            "world_size": state["world_size"],
+        },
+    )
+
+
+@pytest.mark.slow
+def test_last_pt_of_version_1_still_resumes_exactly(frames: Path, tmp_path: Path) -> None:
+    import torch
+
+    from tempo_cli.models.checkpoint import load_model
+    from tempo_cli.pretrain import run, train
+
+    first = run(tiny(frames, name="v1", epochs=1))
+    # Today's last.pt rewritten as version 1 would have written it (same weights, states).
+    last = Path(first["last"])
+    loaded = load_model(last)
+    env = torch.load(last, weights_only=True)["training_state"]
+    v1 = write_v1_last(
+        tmp_path / "v1.pt",
+        tiny(frames, name="v1", epochs=1),
+        arch=loaded.arch,
+        backbone=loaded.backbone,
+        head=loaded.head,
+        meta=loaded.meta,
+        position=env["position"],
+        optimizer=env["optimizer"],
+        scaler=env["scaler"],
+        rng=env["rng"],
+        run_dir=env["payload"]["run_dir"],
+        world_size=1,
+    )
+    # One more step from each: the same loss and weights.
+    from_v2 = train(tiny(frames, name="from-v2", epochs=2, max_steps=4, resume=str(last)))
+    from_v1 = train(tiny(frames, name="from-v1", epochs=2, max_steps=4, resume=str(v1)))
+    assert losses(from_v1.metrics) == losses(from_v2.metrics)
+    assert from_v1.metrics["steps"] == 4
+    for a, b in zip(from_v1.backbone.parameters(), from_v2.backbone.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # The resumed run writes the current envelope.
+    assert (
+        torch.load(from_v1.run_dir / "last.pt", weights_only=True)["training_state"]["version"] == 2
+    )
+
+
+def test_resume_of_a_model_without_training_state_is_one_line(cli, frames: Path) -> None:
+    from tempo_cli.pretrain import run
+
+    m = run(tiny(frames, name="plain", baseline=True))
+    r = cli("pretrain", "--resume", m["checkpoint"])
+    assert r.code == 1 and "not a `tempo pretrain` checkpoint" in r.err
+    assert "--init" in r.err and len(r.err.strip().splitlines()) == 1
+
+
 def test_nonfinite_loss_exits_1_and_keeps_last_good_checkpoint(cli, frames: Path) -> None:
     from tempo_cli.pretrain import run
 
@@ -189,7 +264,7 @@ def test_baseline_and_save_model_bare_name(frames: Path) -> None:
     from tempo_cli import places
     from tempo_cli.models.checkpoint import load_model
     from tempo_cli.pretrain import run
-    from tempo_cli.pretrain.loop import final_model_path
+    from tempo_cli.pretrain.final import final_model_path
 
     m = run(tiny(frames, name="base", baseline=True, save_model="base.pth"))
     assert m["epochs"] == [] and m["steps"] == 0
@@ -198,6 +273,23 @@ def test_baseline_and_save_model_bare_name(frames: Path) -> None:
     assert loaded.arch == "resnet18" and loaded.head is not None
     assert final_model_path("sub/x.pt", Path("r")) == Path("sub/x.pt")
     assert final_model_path(None, Path("r")) == Path("r/model.pt")
+
+
+def test_init_checkpoint_gives_its_image_size(cli, frames: Path) -> None:
+    from tempo_cli.models.checkpoint import load_model
+    from tempo_cli.pretrain import run
+
+    m = run(tiny(frames, name="size32", baseline=True))  # image_size 32, recorded
+    assert load_model(m["checkpoint"]).image_size == 32
+    auto = tiny(frames, name="from32", baseline=True, init=m["checkpoint"])
+    auto = auto.model_copy(update={"image_size": "auto"})
+    m2 = run(auto)
+    config = json.loads((Path(os.environ["TEMPO_RUNS_DIR"]) / "from32" / "config.json").read_text())
+    assert config["image_size"] == 32 and load_model(m2["checkpoint"]).image_size == 32
+    r = cli("pretrain", "--data", frames, "--init", m["checkpoint"], "--baseline",
+            "--image-size", "48", "--name", "other", "--device", "cpu")  # fmt: skip
+    assert r.code == 0, r.err
+    assert "warning: --image-size 48 differs from the 32 px" in r.err
 
 
 def test_video_file_as_data(tmp_path: Path) -> None:
@@ -218,6 +310,7 @@ def test_video_file_as_data(tmp_path: Path) -> None:
     assert m["steps"] == 2
 
 
+@pytest.mark.slow
 def test_sigint_saves_resumable_checkpoint_and_exits_130(frames: Path, tmp_path: Path) -> None:
     runs = Path(os.environ["TEMPO_RUNS_DIR"])
     args = [
@@ -251,13 +344,14 @@ def test_eval_runs_linear_probe_and_saves_classifier(
 ) -> None:
     from PIL import Image
 
-    import tempo_cli.pretrain.loop as loop
+    import tempo_cli.pretrain.final as final
     from tempo_cli.models.checkpoint import load_model
     from tempo_cli.pretrain import run
 
     # SPEC.md's protocol inside pre-training; shortened below to keep the test quick.
-    assert (loop.EVAL_RUNS, loop.EVAL_BATCH_SIZE, loop.EVAL_ITERATIONS) == (3, 10, 3000)
-    monkeypatch.setattr(loop, "EVAL_ITERATIONS", 50)
+    probe = final.PRETRAIN_EVAL_PROBE
+    assert (probe.runs, probe.batch_size, probe.iterations, probe.lr) == (3, 10, 3000, 0.01)
+    monkeypatch.setattr(final, "PRETRAIN_EVAL_PROBE", replace(probe, iterations=50))
 
     root = tmp_path / "ds"
     write_frames(root / "frames", 24)

@@ -74,6 +74,7 @@ def _loss_worker(rank: int, port: int, lam: float) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_gathered_loss_and_gradients_match_one_process() -> None:
     mp.spawn(_loss_worker, args=(_free_port(), 5e-3), nprocs=WORLD, join=True)
 
@@ -109,6 +110,7 @@ def _train_worker(rank: int, port: int, frames: str, out: str) -> None:
     torch.save(state, Path(out) / f"weights{rank}.pt")
 
 
+@pytest.mark.slow
 def test_two_process_run_trains_with_rank0_writing_and_equal_weights(
     tmp_path: Path, tiny_frames: Path
 ) -> None:

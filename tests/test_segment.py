@@ -143,6 +143,28 @@ def test_resume_of_a_foreign_file_is_refused(cli: Any, coco_root: Path, tmp_path
     assert r.code == 1 and "not a `tempo segment` checkpoint" in r.err
 
 
+def test_resume_takes_the_runs_settings_from_the_checkpoint(
+    cli: Any, coco_root: Path, tmp_path: Path
+) -> None:
+    from tempo_cli.settings import load_settings
+    from tempo_cli.settings.segment import SegmentSettings
+    from tempo_cli.training.state import TrainingState, save_state
+
+    saved = load_settings(SegmentSettings, {"path": ["random"], "data": str(coco_root)})
+    state = TrainingState.capture(
+        "tempo-segment",
+        settings=saved,
+        position={"iteration": 1, "period_loss_sum": 0.0, "period_steps": 0},
+        payload={"category_ids": [1, 2, 3]},
+    )
+    ckpt = save_state(tmp_path / "last.pt", state)
+    # No --data: the run's own dataset is used (not the default ASL_mask), and found to
+    # have other categories than the checkpoint.
+    r = cli("segment", "--resume", ckpt)
+    assert r.code == 1, r.err
+    assert "trained on 3 categories" in r.err and str(coco_root) in r.err
+
+
 def test_path_list_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from tempo_cli.settings import load_settings
     from tempo_cli.settings.segment import SegmentSettings
@@ -206,7 +228,8 @@ def test_perfect_predictions_score_ap_1(tmp_path: Path) -> None:
 
 
 def test_schedule_is_a_function_of_seed_and_iteration() -> None:
-    from tempo_cli.segment.train import BatchSchedule, lr_at
+    from tempo_cli.segment.batches import BatchSchedule
+    from tempo_cli.segment.train import lr_at
 
     a, b = BatchSchedule(7, 3, seed=1, flip=True), BatchSchedule(7, 3, seed=1, flip=True)
     assert [a.indices(i) for i in (5, 0, 2)] == [b.indices(i) for i in (5, 0, 2)]
@@ -221,7 +244,7 @@ def test_schedule_is_a_function_of_seed_and_iteration() -> None:
 
 
 def test_hflip_moves_boxes_and_masks() -> None:
-    from tempo_cli.segment.train import _hflip
+    from tempo_cli.segment.batches import _hflip
 
     image = torch.zeros(3, 4, 10)
     masks = torch.zeros(1, 4, 10, dtype=torch.uint8)

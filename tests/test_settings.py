@@ -77,3 +77,32 @@ def test_config_json_round_trip() -> None:
     s = load_settings(ToySettings, {"lr": 0.5})
     d = s.to_json_dict()
     assert d["command"] == "toy" and d["lr"] == 0.5
+
+
+def test_auto_image_size_from_every_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tempo_cli.settings.evaluate import EvalKnnSettings
+
+    given = {"path": ["random"]}
+    assert load_settings(EvalKnnSettings, given).image_size == "auto"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("image_size = 48\n")
+    assert load_settings(EvalKnnSettings, given, cfg).image_size == 48
+    monkeypatch.setenv("TEMPO_IMAGE_SIZE", "auto")
+    assert load_settings(EvalKnnSettings, given, cfg).image_size == "auto"
+    assert load_settings(EvalKnnSettings, {**given, "image_size": "64"}, cfg).image_size == 64
+    for bad in ("4", "big", "64.5"):
+        with pytest.raises(UsageError, match="--image-size.*or auto"):
+            load_settings(EvalKnnSettings, {**given, "image_size": bad})
+
+
+def test_init_is_a_named_baseline_or_an_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tempo_cli.settings.pretrain import PretrainSettings
+
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(PretrainSettings, {"init": "random"}).init == "random"
+    with pytest.raises(UsageError, match="--init"):
+        load_settings(PretrainSettings, {"init": "no-such.pt"})
+    (tmp_path / "mine.pt").write_bytes(b"")
+    assert load_settings(PretrainSettings, {"init": "mine.pt"}).init == "mine.pt"

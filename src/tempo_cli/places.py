@@ -67,3 +67,15 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     if p.exists():
         return p
     return model_dir() / str(name_or_path)
+
+
+#: Backbone sources that are words, not files: `random` init and torchvision's `imagenet`.
+NAMED_BASELINES = ("random", "imagenet")
+
+
+def is_named_baseline(spec: str | Path) -> bool:
+    """True when `spec` means the `random` or `imagenet` backbone, not a file.
+
+    A file or folder of that name in the current directory wins (the user meant it).
+    """
+    return str(spec) in NAMED_BASELINES and not Path(spec).exists()

@@ -8,18 +8,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from tempo_cli.cli.options import option
 from tempo_cli.settings import CommandSettings, load_settings
 
-NameOpt = Annotated[
-    str | None,
-    typer.Option("--name", help="Run folder name: runs/<name>/ (default: command+time)."),
-]
-QuietOpt = Annotated[
-    bool | None, typer.Option("--quiet", help="No progress bars or per-epoch lines.")
-]
-DebugOpt = Annotated[
-    bool | None, typer.Option("--debug", help="Show full tracebacks on errors (or TEMPO_DEBUG=1).")
-]
+NameOpt = Annotated[str | None, option(CommandSettings, "name", "--name")]
+QuietOpt = Annotated[bool | None, option(CommandSettings, "quiet", "--quiet")]
+DebugOpt = Annotated[bool | None, option(CommandSettings, "debug", "--debug")]
+# Not a setting: where the settings come from.
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", help="TOML file of option values (below command line and TEMPO_*)."),

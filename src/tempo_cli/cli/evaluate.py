@@ -10,6 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from tempo_cli.cli.common import ConfigOpt, DebugOpt, NameOpt, QuietOpt, run_command
+from tempo_cli.cli.options import option
+from tempo_cli.settings.evaluate import (
+    EvalHeadSettings,
+    EvalKnnSettings,
+    EvalLinearSettings,
+    EvalSemisupSettings,
+    EvalSettings,
+)
 
 eval_app = typer.Typer(
     name="eval",
@@ -20,77 +28,25 @@ eval_app = typer.Typer(
 _M = "Models and data"
 _P = "Protocol"
 
-PathOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--path",
-        help="Checkpoint to evaluate: a file, a name in the model dir, imagenet or random. "
-        "Repeat to compare several.",
-        rich_help_panel=_M,
-        show_default=False,
-    ),
-]
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Dataset name or root with train[-N]/ and test/. \\[default: asl]", rich_help_panel=_M
-    ),
-]
-SamplesOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--samples-pc",
-        help="Labelled samples per class: split train-N; a comma list sweeps "
-        "(e.g. 1,5,10,15,20; 'full' = train). \\[default: full]",
-        rich_help_panel=_M,
-    ),
-]
+PathOpt = Annotated[list[str] | None, option(EvalSettings, "path", "--path", panel=_M)]
+DataOpt = Annotated[str | None, option(EvalSettings, "data", panel=_M)]
+SamplesOpt = Annotated[str | None, option(EvalSettings, "samples_pc", "--samples-pc", panel=_M)]
 SamplesAlias = Annotated[
     str | None, typer.Option("--samples_pc", hidden=True, help="Same as --samples-pc.")
 ]
-BackboneOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Architecture of --path random|imagenet. \\[default: resnet34]", rich_help_panel=_M
-    ),
-]
+BackboneOpt = Annotated[str | None, option(EvalSettings, "backbone", panel=_M)]
 ImageSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Shorter side resized to this, then center crop. \\[default: 128]", rich_help_panel=_M
-    ),
+    str | None, option(EvalSettings, "image_size", panel=_M, metavar="INT|auto")
 ]
-RunsOpt = Annotated[
-    int | None,
-    typer.Option(help="Repetitions with fresh heads. \\[default: 10]", rich_help_panel=_P),
-]
-LrOpt = Annotated[
-    float | None, typer.Option(help="SGD learning rate. \\[default: 0.01]", rich_help_panel=_P)
-]
-BnOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="BatchNorm statistics: running (eval mode, standard) or batch (the reference: "
-        "train mode). \\[default: running]",
-        rich_help_panel=_P,
-    ),
-]
-SaveOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--save-model",
-        help="Write backbone + the best run's linear head + class names here (a classifier "
-        "for `tempo explain`); several results get -<checkpoint>-<N> suffixes.",
-        rich_help_panel=_P,
-    ),
-]
+RunsOpt = Annotated[int | None, option(EvalHeadSettings, "runs", panel=_P)]
+LrOpt = Annotated[float | None, option(EvalHeadSettings, "lr", panel=_P)]
+BnOpt = Annotated[str | None, option(EvalSettings, "bn_stats", panel=_P)]
+SaveOpt = Annotated[str | None, option(EvalHeadSettings, "save_model", "--save-model", panel=_P)]
 SaveAlias = Annotated[
     str | None, typer.Option("--save_model", hidden=True, help="Same as --save-model.")
 ]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed. \\[default: 0]", rich_help_panel=_P)]
-DeviceOpt = Annotated[
-    str | None, typer.Option(help="auto, cpu, cuda or mps. \\[default: auto]", rich_help_panel=_P)
-]
+SeedOpt = Annotated[int | None, option(EvalSettings, "seed", panel=_P)]
+DeviceOpt = Annotated[str | None, option(EvalSettings, "device", panel=_P)]
 
 
 def _merge_aliases(values: dict[str, Any]) -> dict[str, Any]:
@@ -113,16 +69,11 @@ def linear(
     backbone: BackboneOpt = None,
     image_size: ImageSizeOpt = None,
     runs: RunsOpt = None,
-    iterations: Annotated[
-        int | None, typer.Option(help="SGD steps per run. \\[default: 3000]", rich_help_panel=_P)
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(help="Training features per step. \\[default: 24]", rich_help_panel=_P),
-    ] = None,
+    iterations: Annotated[int | None, option(EvalLinearSettings, "iterations", panel=_P)] = None,
+    batch_size: Annotated[int | None, option(EvalLinearSettings, "batch_size", panel=_P)] = None,
     lr: LrOpt = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help="SGD weight decay. \\[default: 0.0001]", rich_help_panel=_P)
+        float | None, option(EvalLinearSettings, "weight_decay", panel=_P)
     ] = None,
     bn_stats: BnOpt = None,
     save_model: SaveOpt = None,
@@ -138,7 +89,6 @@ def linear(
     values = _merge_aliases(dict(locals()))
 
     from tempo_cli.evaluate.run import run_linear  # lazy: keeps `tempo --help` free of torch
-    from tempo_cli.settings.evaluate import EvalLinearSettings
 
     run_command(EvalLinearSettings, values, run_linear)
 
@@ -152,21 +102,13 @@ def semisup(
     backbone: BackboneOpt = None,
     image_size: ImageSizeOpt = None,
     runs: RunsOpt = None,
-    iterations: Annotated[
-        int | None, typer.Option(help="SGD steps per run. \\[default: 200]", rich_help_panel=_P)
-    ] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(help="Training images per step. \\[default: 128]", rich_help_panel=_P),
-    ] = None,
+    iterations: Annotated[int | None, option(EvalSemisupSettings, "iterations", panel=_P)] = None,
+    batch_size: Annotated[int | None, option(EvalSemisupSettings, "batch_size", panel=_P)] = None,
     lr: LrOpt = None,
     weight_decay: Annotated[
-        float | None, typer.Option(help="SGD weight decay. \\[default: 0]", rich_help_panel=_P)
+        float | None, option(EvalSemisupSettings, "weight_decay", panel=_P)
     ] = None,
-    eval_every: Annotated[
-        int | None,
-        typer.Option(help="Test accuracy every K steps. \\[default: 1]", rich_help_panel=_P),
-    ] = None,
+    eval_every: Annotated[int | None, option(EvalSemisupSettings, "eval_every", panel=_P)] = None,
     bn_stats: BnOpt = None,
     save_model: SaveOpt = None,
     save_model_ref: SaveAlias = None,
@@ -180,8 +122,7 @@ def semisup(
     """Fine-tune the whole network with a fresh linear head (the semi-supervised protocol)."""
     values = _merge_aliases(dict(locals()))
 
-    from tempo_cli.evaluate.run import run_semisup
-    from tempo_cli.settings.evaluate import EvalSemisupSettings
+    from tempo_cli.evaluate.run import run_semisup  # lazy: keeps `tempo --help` free of torch
 
     run_command(EvalSemisupSettings, values, run_semisup)
 
@@ -192,13 +133,8 @@ def knn(
     data: DataOpt = None,
     samples_pc: SamplesOpt = None,
     samples_pc_ref: SamplesAlias = None,
-    k: Annotated[
-        int | None, typer.Option(help="Neighbours. \\[default: 20]", rich_help_panel=_P)
-    ] = None,
-    temperature: Annotated[
-        float | None,
-        typer.Option(help="Vote weight exp(similarity / T). \\[default: 0.07]", rich_help_panel=_P),
-    ] = None,
+    k: Annotated[int | None, option(EvalKnnSettings, "k", panel=_P)] = None,
+    temperature: Annotated[float | None, option(EvalKnnSettings, "temperature", panel=_P)] = None,
     backbone: BackboneOpt = None,
     image_size: ImageSizeOpt = None,
     bn_stats: BnOpt = None,
@@ -212,12 +148,6 @@ def knn(
     """Weighted k-nearest-neighbour accuracy on L2-normalised frozen features."""
     values = _merge_aliases(dict(locals()))
 
-    from tempo_cli.evaluate.run import run_knn
-    from tempo_cli.settings.evaluate import EvalKnnSettings
+    from tempo_cli.evaluate.run import run_knn  # lazy: keeps `tempo --help` free of torch
 
     run_command(EvalKnnSettings, values, run_knn)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the `tempo eval` group to the application."""
-    app.add_typer(eval_app, name="eval")

@@ -10,6 +10,13 @@ from typing import Annotated, Any
 import typer
 
 from tempo_cli.cli.common import ConfigOpt, DebugOpt, NameOpt, QuietOpt, run_command
+from tempo_cli.cli.options import option
+from tempo_cli.settings.explain import (
+    ExplainAdversarialSettings,
+    ExplainLrpSettings,
+    ExplainRelevanceSettings,
+    ExplainSettings,
+)
 
 explain_app = typer.Typer(
     name="explain",
@@ -20,52 +27,18 @@ explain_app = typer.Typer(
 _M = "Models and data"
 _A = "Attribution"
 
-PathOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Classifier checkpoint (backbone + linear head, e.g. from `tempo eval linear "
-        "--save-model`, or the reference tempo.pth): a file or a name in the model directory.",
-        rich_help_panel=_M,
-    ),
-]
-CompareOpt = Annotated[
-    str | None,
-    typer.Option(help="A second classifier to compare side by side.", rich_help_panel=_M),
-]
-DataOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Dataset name or root with <split>/<CLASS>/. \\[default: asl]", rich_help_panel=_M
-    ),
-]
-SplitOpt = Annotated[
-    str | None,
-    typer.Option(help="Labelled split to explain. \\[default: test]", rich_help_panel=_M),
-]
-OutOpt = Annotated[
-    str | None, typer.Option(help="Output folder. \\[default: runs/<name>/]", rich_help_panel=_M)
-]
-MethodOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="lrp (zennit EpsilonPlusFlat), integrated-gradients or saliency (captum). "
-        "\\[default: lrp]",
-        rich_help_panel=_A,
-    ),
-]
+PathOpt = Annotated[str | None, option(ExplainSettings, "path", panel=_M)]
+CompareOpt = Annotated[str | None, option(ExplainSettings, "compare", panel=_M)]
+DataOpt = Annotated[str | None, option(ExplainSettings, "data", panel=_M)]
+SplitOpt = Annotated[str | None, option(ExplainSettings, "split", panel=_M)]
+OutOpt = Annotated[str | None, option(ExplainSettings, "out", panel=_M)]
+MethodOpt = Annotated[str | None, option(ExplainSettings, "method", panel=_A)]
 ImageSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        help="Images resized (NEAREST) to this side. \\[default: 128]", rich_help_panel=_A
-    ),
+    str | None, option(ExplainSettings, "image_size", panel=_A, metavar="INT|auto")
 ]
-BatchSizeOpt = Annotated[
-    int | None, typer.Option(help="Images per batch. \\[default: 16]", rich_help_panel=_A)
-]
-DeviceOpt = Annotated[
-    str | None, typer.Option(help="auto, cpu, cuda or mps. \\[default: auto]", rich_help_panel=_A)
-]
-SeedOpt = Annotated[int | None, typer.Option(help="Seed. \\[default: 0]", rich_help_panel=_A)]
+BatchSizeOpt = Annotated[int | None, option(ExplainSettings, "batch_size", panel=_A)]
+DeviceOpt = Annotated[str | None, option(ExplainSettings, "device", panel=_A)]
+SeedOpt = Annotated[int | None, option(ExplainSettings, "seed", panel=_A)]
 
 
 @explain_app.command("lrp")
@@ -79,8 +52,7 @@ def lrp(
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = None,
     sheets: Annotated[
-        bool | None,
-        typer.Option("--sheets/--no-sheets", help="Contact sheet per class. \\[default: sheets]"),
+        bool | None, option(ExplainLrpSettings, "sheets", "--sheets/--no-sheets")
     ] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -93,7 +65,6 @@ def lrp(
     values: dict[str, Any] = dict(locals())
 
     from tempo_cli.explain.lrp import run  # lazy: keeps `tempo --help` free of torch
-    from tempo_cli.settings.explain import ExplainLrpSettings
 
     run_command(ExplainLrpSettings, values, run)
 
@@ -105,22 +76,10 @@ def adversarial(
     data: DataOpt = None,
     split: SplitOpt = None,
     out: OutOpt = None,
-    levels: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated noise levels / L-inf budgets in [0, 1]. \\[default: noise "
-            "0,0.1,0.2,0.3,0.4,0.5; fgsm/pgd 0,0.004,0.008,0.016,0.031,0.063]",
-        ),
-    ] = None,
-    attack: Annotated[
-        str | None,
-        typer.Option(help="noise (the study), fgsm or pgd (captum.robust). \\[default: noise]"),
-    ] = None,
-    steps: Annotated[int | None, typer.Option(help="PGD steps. \\[default: 10]")] = None,
-    figures: Annotated[
-        int | None,
-        typer.Option(help="Per-image figures to draw (the first N images). \\[default: all]"),
-    ] = None,
+    levels: Annotated[str | None, option(ExplainAdversarialSettings, "levels")] = None,
+    attack: Annotated[str | None, option(ExplainAdversarialSettings, "attack")] = None,
+    steps: Annotated[int | None, option(ExplainAdversarialSettings, "steps")] = None,
+    figures: Annotated[int | None, option(ExplainAdversarialSettings, "figures")] = None,
     method: MethodOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -134,8 +93,7 @@ def adversarial(
     """Accuracy and heatmaps under random colour noise (the study) or FGSM/PGD attacks."""
     values: dict[str, Any] = dict(locals())
 
-    from tempo_cli.explain.adversarial import run
-    from tempo_cli.settings.explain import ExplainAdversarialSettings
+    from tempo_cli.explain.adversarial import run  # lazy: keeps `tempo --help` free of torch
 
     run_command(ExplainAdversarialSettings, values, run)
 
@@ -144,14 +102,7 @@ def adversarial(
 def relevance(
     path: PathOpt = None,
     compare: CompareOpt = None,
-    masks: Annotated[
-        str | None,
-        typer.Option(
-            help="Folder of hand masks: <ID>_gtFine_color.png anywhere below, or <ID>.png. "
-            "\\[default: <data>/masks, else the data root]",
-            rich_help_panel=_M,
-        ),
-    ] = None,
+    masks: Annotated[str | None, option(ExplainRelevanceSettings, "masks", panel=_M)] = None,
     data: DataOpt = None,
     split: SplitOpt = None,
     out: OutOpt = None,
@@ -168,12 +119,6 @@ def relevance(
     """Relative relevance mean(R*M)/mean(R) inside the hand mask, per image and model."""
     values: dict[str, Any] = dict(locals())
 
-    from tempo_cli.explain.relevance import run
-    from tempo_cli.settings.explain import ExplainRelevanceSettings
+    from tempo_cli.explain.relevance import run  # lazy: keeps `tempo --help` free of torch
 
     run_command(ExplainRelevanceSettings, values, run)
-
-
-def register(app: typer.Typer) -> None:
-    """Attach the `tempo explain` group to the application."""
-    app.add_typer(explain_app, name="explain")

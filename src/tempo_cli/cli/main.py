@@ -18,6 +18,12 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc
 
 from tempo_cli import __version__
+from tempo_cli.cli.download import download
+from tempo_cli.cli.evaluate import eval_app
+from tempo_cli.cli.explain import explain_app
+from tempo_cli.cli.export import export
+from tempo_cli.cli.pretrain import pretrain
+from tempo_cli.cli.segment import segment
 from tempo_cli.errors import Interrupted, TempoError, UsageError
 
 app = typer.Typer(
@@ -45,18 +51,13 @@ def _root(
     """Learn image features from video by temporal coherence, and measure what they buy."""
 
 
-def _register() -> None:
-    """Attach every command module (each adds its commands to `app`)."""
-    # Each line registers one working command group; nothing is registered before it works.
-    __import__("tempo_cli.cli.download", fromlist=["register"]).register(app)
-    __import__("tempo_cli.cli.evaluate", fromlist=["register"]).register(app)
-    __import__("tempo_cli.cli.export", fromlist=["register"]).register(app)
-    __import__("tempo_cli.cli.pretrain", fromlist=["register"]).register(app)
-    __import__("tempo_cli.cli.explain", fromlist=["register"]).register(app)
-    __import__("tempo_cli.cli.segment", fromlist=["register"]).register(app)
-
-
-_register()
+# The commands, then the command groups (Typer sub-apps), in the order `tempo --help` lists.
+app.command("download")(download)
+app.command("export")(export)
+app.command("pretrain")(pretrain)
+app.command("segment")(segment)
+app.add_typer(eval_app, name="eval")
+app.add_typer(explain_app, name="explain")
 
 
 def _error(message: str) -> None:

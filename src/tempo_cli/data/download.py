@@ -1,26 +1,28 @@
 """`tempo download`: the ASL datasets, the model zoo and the demo, verified, resumable, safe.
 
-Core entry point: `run(settings)`. One archive target (`asl`, `models`) goes through:
+Core entry point: `run(settings)`. This module knows the targets (where each archive
+lives, what it unpacks, where it goes) and installs them; the bytes are fetched by
+`tempo_cli.data.fetch`. One archive target (`asl`, `models`) goes through:
 
 1. already present (the expected folders/files exist, or the manifest says so) and no
    `--force` -> say so, touch no network;
-2. fetch: Google Drive through gdown (it handles the confirm token of large files), or
-   `--url`: http(s) with plain urllib, resumed with `Range: bytes=N-` from the `.part`
-   file left by an interrupted attempt (restarted when the server answers 200), or a
-   local `file://` archive read in place;
+2. fetch (`tempo_cli.data.fetch`): Google Drive through gdown, or `--url`: http(s),
+   resumed from the `.part` file left by an interrupted attempt, or a local `file://`
+   archive read in place;
 3. verify `--sha256` (a mismatch removes the downloaded file);
 4. extract safely (`tempo_cli.data.safe_tar`) into a temporary folder inside the
    destination, then rename each top-level entry into place; the temporary folder is
    removed on any failure, so a failed run never leaves a half dataset;
 5. record the archive's sha256 in `tempo-download.json` beside the data; delete the
    downloaded archive.
+
+`demo` is generated offline (`tempo_cli.data.demo`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -28,27 +30,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlsplit
-from urllib.request import Request, url2pathname, urlopen
-
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from urllib.request import url2pathname
 
 from tempo_cli import __version__, atomic, places
+from tempo_cli.data.fetch import ByteBar, Source, fetch_drive, fetch_http, hash_file
 from tempo_cli.data.safe_tar import DamagedArchiveError, UnsafeArchiveError, safe_extract
 from tempo_cli.errors import Interrupted, TempoError, UsageError
-from tempo_cli.report.progress import console, log
+from tempo_cli.report.progress import log
 from tempo_cli.settings.download import DownloadSettings
 
 # SPEC.md: the public archives on Google Drive.
@@ -61,25 +53,6 @@ WHAT = {"asl": "the ASL datasets", "models": "the model zoo"}
 MANIFEST = "tempo-download.json"
 TAR_SUFFIXES = (".tar", ".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz")
 MODEL_SUFFIXES = (".pth", ".pt", ".pkl")
-
-CHUNK = 1 << 20
-TIMEOUT_S = 30.0
-MAX_STALLS = 3  # consecutive attempts that bring no new byte before giving up
-MAX_ATTEMPTS = 50
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where one archive comes from."""
-
-    target: str
-    url: str  # shown in messages; for Google Drive the uc?id= URL
-    archive_name: str
-    drive_id: str | None = None
-
-    @property
-    def is_file(self) -> bool:
-        return urlsplit(self.url).scheme.lower() == "file"
 
 
 def source_for(target: str, url: str | None = None) -> Source:
@@ -141,250 +114,6 @@ def present(target: str, dest: Path) -> list[str] | None:
     return ["tempo.pth"] if (dest / "tempo.pth").is_file() else None
 
 
-# ----------------------------------------------------------------------------- progress
-
-
-class _ByteBar:
-    """A rich bar with bytes, speed and ETA; nothing when quiet or not on a terminal."""
-
-    def __init__(self, label: str, quiet: bool) -> None:
-        self.show = not quiet and sys.stderr.isatty()
-        self.label = label
-        self._progress: Progress | None = None
-        self._task: Any = None
-
-    def __enter__(self) -> _ByteBar:
-        if self.show:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(self.label, total=None)
-        return self
-
-    def update(self, completed: int, total: int | None = None) -> None:
-        if self._progress is not None:
-            if total is not None:
-                self._progress.update(self._task, total=total)
-            self._progress.update(self._task, completed=completed)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"  # pragma: no cover
-
-
-def _hash_file(path: Path, label: str, quiet: bool) -> tuple[str, int]:
-    h = hashlib.sha256()
-    done = 0
-    with _ByteBar(label, quiet) as bar, open(path, "rb") as f:
-        bar.update(0, path.stat().st_size)
-        while block := f.read(CHUNK):
-            h.update(block)
-            done += len(block)
-            bar.update(done)
-    return h.hexdigest(), done
-
-
-# ----------------------------------------------------------------------------- fetching
-
-
-def _unreachable(src: Source, reason: object) -> TempoError:
-    return TempoError(
-        f"cannot reach {src.url} ({_one_line(reason)}); check the network, or give a mirror "
-        f"with --url, or copy the archive here and use --url file:///path/to/{src.archive_name}"
-    )
-
-
-def _http_error(src: Source, code: int, reason: object) -> TempoError:
-    return TempoError(
-        f"{src.url}: HTTP {code} {_one_line(reason)}; check the address, or give another "
-        f"source with --url (a mirror, or file:///path/to/{src.archive_name})"
-    )
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """`bytes START-END/TOTAL` or `bytes */TOTAL` -> (START, TOTAL); None where absent."""
-    if not value or not value.strip().lower().startswith("bytes"):
-        return None, None
-    spec = value.strip()[5:].strip()
-    span, _, total = spec.partition("/")
-    start = span.split("-", 1)[0].strip()
-    return (
-        int(start) if start.isdigit() else None,
-        int(total) if total.strip().isdigit() else None,
-    )
-
-
-def fetch_http(src: Source, part: Path, quiet: bool) -> tuple[str, int]:
-    """Download `src.url` into `part`, resuming what `part` already holds.
-
-    Returns (sha256 hex, size). On a dropped connection it retries from where it
-    stopped (a `Range` request; a server answering 200 restarts from zero). When it
-    gives up, or on Ctrl-C, `part` is kept so that the next run resumes.
-    """
-    h = hashlib.sha256()
-    done = 0
-    if part.is_file():
-        with open(part, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
-                done += len(block)
-    total: int | None = None
-    stalls = attempts = 0
-    last_error: object = None
-    with _ByteBar(src.archive_name, quiet) as bar:
-        while True:
-            attempts += 1
-            headers = {"User-Agent": f"tempo/{__version__}", "Accept-Encoding": "identity"}
-            if done:
-                headers["Range"] = f"bytes={done}-"
-            start_of_attempt = done
-            try:
-                resp = urlopen(Request(src.url, headers=headers), timeout=TIMEOUT_S)
-            except HTTPError as e:
-                if e.code == 416 and done:  # nothing left to send: complete, or stale
-                    _, whole = _content_range(e.headers.get("Content-Range"))
-                    e.close()
-                    if whole == done:
-                        return h.hexdigest(), done
-                    part.unlink()
-                    h, done = hashlib.sha256(), 0
-                    continue
-                raise _http_error(src, e.code, e.reason) from None
-            except (URLError, OSError, http.client.HTTPException) as e:
-                reason = e.reason if isinstance(e, URLError) else e
-                if not done or stalls >= MAX_STALLS:
-                    raise _unreachable(src, reason) from None
-                stalls += 1
-                last_error = reason
-                time.sleep(0.2 * stalls)
-                continue
-            with resp:
-                status = resp.status
-                if done and status == 206:
-                    start, total = _content_range(resp.headers.get("Content-Range"))
-                    if start != done:  # not what we asked for: start again
-                        resp.close()
-                        part.unlink()
-                        h, done = hashlib.sha256(), 0
-                        continue
-                else:  # 200: the whole file
-                    if done:
-                        h, done = hashlib.sha256(), 0
-                    length = resp.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                bar.update(done, total)
-                with open(part, "ab" if done else "wb") as f:
-                    while True:
-                        try:
-                            block = resp.read(CHUNK)
-                        except (http.client.HTTPException, OSError) as e:
-                            last_error = e
-                            break
-                        if not block:
-                            break
-                        f.write(block)
-                        h.update(block)
-                        done += len(block)
-                        bar.update(done)
-            if total is None or done >= total:
-                if total is not None and done > total:
-                    part.unlink()
-                    raise TempoError(
-                        f"{src.url} sent more bytes than announced ({done} > {total}); "
-                        "the file was removed: try again, or use another --url"
-                    )
-                return h.hexdigest(), done
-            # The connection dropped before the end: resume.
-            stalls = 0 if done > start_of_attempt else stalls + 1
-            if stalls >= MAX_STALLS or attempts >= MAX_ATTEMPTS:
-                raise TempoError(
-                    f"download of {src.url} stopped at {done} of {total} bytes "
-                    f"({_one_line(last_error or 'connection closed')}); the partial file "
-                    f"{part} is kept: run the same command again to resume"
-                )
-            time.sleep(0.1 * stalls)
-
-
-def fetch_drive(src: Source, out: Path, quiet: bool) -> tuple[str, int]:
-    """Download a Google Drive file to `out` with gdown (resumable); (sha256 hex, size)."""
-    import gdown
-    import requests
-    from gdown.exceptions import DownloadError, FileURLRetrievalError
-
-    if out.is_file():  # completed earlier; only its extraction was interrupted
-        return _hash_file(out, src.archive_name, quiet)
-    h = hashlib.sha256()
-    with _ByteBar(src.archive_name, quiet) as bar:
-        try:
-            gdown.download(
-                id=src.drive_id,
-                output=str(out),
-                quiet=True,
-                resume=True,
-                progress=lambda done, total: bar.update(done, total),
-                hasher=h,
-                timeout=(TIMEOUT_S, 120.0),
-                retries=3,
-            )
-        except FileURLRetrievalError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise TempoError(
-                f"Google Drive refused {src.url} ({_one_line(first)}); try again later, or "
-                f"download it in a browser and use --url file:///path/to/{src.archive_name}"
-            ) from None
-        except requests.exceptions.HTTPError as e:
-            code = e.response.status_code if e.response is not None else "?"
-            reason = e.response.reason if e.response is not None else e
-            raise _http_error(src, code, reason) from None  # type: ignore[arg-type]
-        except (DownloadError, requests.exceptions.RequestException) as e:
-            offline = _network_failure(e)
-            if offline is not None:
-                raise _unreachable(src, offline) from None
-            raise TempoError(
-                f"download of {src.url} failed ({_one_line(e)}); run the same command again "
-                "to resume, or use --url"
-            ) from None
-    return h.hexdigest(), out.stat().st_size
-
-
-def _network_failure(error: BaseException) -> str | None:
-    """A short reason when `error` (or what caused it) is a connection failure, else None."""
-    import requests
-
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-            text = str(seen)
-            if "resolve" in text or "NameResolution" in text:
-                return "cannot resolve the host name"
-            if isinstance(seen, requests.exceptions.ProxyError):
-                return "the proxy refused the connection"
-            if isinstance(seen, requests.exceptions.Timeout):
-                return "timed out"
-            return "connection failed"
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
 # ----------------------------------------------------------------------------- installing
 
 
@@ -430,7 +159,7 @@ def install(target: str, archive: Path, dest: Path, label: str, quiet: bool = Tr
     staging = Path(tempfile.mkdtemp(prefix=".tempo-extract-", dir=dest))
     try:
         try:
-            with _ByteBar(f"unpacking {label}", quiet) as bar:
+            with ByteBar(f"unpacking {label}", quiet) as bar:
                 bar.update(0, archive.stat().st_size)
                 safe_extract(archive, staging, progress=bar.update)
         except UnsafeArchiveError as e:
@@ -448,9 +177,32 @@ def install(target: str, archive: Path, dest: Path, label: str, quiet: bool = Tr
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- one archive
+
+
 def _part_path(src: Source, dest: Path) -> Path:
     tag = hashlib.sha256(src.url.encode()).hexdigest()[:8]
     return dest / f"{src.archive_name}.{tag}.part"
+
+
+def _local_archive(src: Source) -> Path:
+    """The file a `file://` source names, read in place (never deleted)."""
+    archive = Path(url2pathname(unquote(urlsplit(src.url).path)))
+    if not archive.is_file():
+        raise TempoError(
+            f"{src.url}: no such file; give the full path, e.g. "
+            f"--url file:///home/me/{src.archive_name}"
+        )
+    return archive
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"  # pragma: no cover
 
 
 def download_archive(
@@ -476,22 +228,46 @@ def download_archive(
         )
         return {"target": target, "dest": str(dest), "status": "present", "entries": have}
 
+    started = time.perf_counter()
+    digest, size, names = _fetch_and_install(target, src, dest, sha256, quiet)
+    record = {
+        "archive": src.archive_name,
+        "source": src.url,
+        "sha256": digest,
+        "bytes": size,
+        "entries": names,
+        "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tempo": __version__,
+    }
+    _record(dest, target, record)
+    seconds = time.perf_counter() - started
+    log(
+        f"{WHAT[target]} ready in {dest}: {', '.join(names)} "
+        f"({_size(size)}, {seconds:.1f} s, sha256 {digest[:16]}...)",
+        quiet,
+    )
+    return {"target": target, "dest": str(dest), "status": "downloaded", **record}
+
+
+def _fetch_and_install(
+    target: str, src: Source, dest: Path, sha256: str | None, quiet: bool
+) -> tuple[str, int, list[str]]:
+    """Steps 2-4 for `src` into `dest`: (sha256 hex, size, top-level names installed).
+
+    On failure a partial download is kept for the next run to resume, a complete one that
+    failed verification or extraction is removed, and so is `dest` if this run created it
+    and it is still empty. The user's own `file://` archive is never touched.
+    """
     created_dest = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
     downloaded: Path | None = None  # a file we fetch (never the user's file:// source)
     fetching = False  # True while a failure should keep the partial file for resuming
-    started = time.perf_counter()
     try:
         if not quiet and sys.stderr.isatty():  # off a terminal: errors stay one line
             log(f"{WHAT[target]}: {src.url} -> {dest}")
         if src.is_file:
-            archive = Path(url2pathname(unquote(urlsplit(src.url).path)))
-            if not archive.is_file():
-                raise TempoError(
-                    f"{src.url}: no such file; give the full path, e.g. "
-                    f"--url file:///home/me/{src.archive_name}"
-                )
-            digest, size = _hash_file(archive, src.archive_name, quiet)
+            archive = _local_archive(src)
+            digest, size = hash_file(archive, src.archive_name, quiet)
         else:
             fetching = True
             if src.drive_id is not None:
@@ -522,23 +298,7 @@ def download_archive(
         raise
     if downloaded is not None:
         downloaded.unlink(missing_ok=True)
-    record = {
-        "archive": src.archive_name,
-        "source": src.url,
-        "sha256": digest,
-        "bytes": size,
-        "entries": names,
-        "downloaded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tempo": __version__,
-    }
-    _record(dest, target, record)
-    seconds = time.perf_counter() - started
-    log(
-        f"{WHAT[target]} ready in {dest}: {', '.join(names)} "
-        f"({_size(size)}, {seconds:.1f} s, sha256 {digest[:16]}...)",
-        quiet,
-    )
-    return {"target": target, "dest": str(dest), "status": "downloaded", **record}
+    return digest, size, names
 
 
 def _drop_if_empty(dest: Path, created: bool) -> None:

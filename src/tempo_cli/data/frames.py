@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from tempo_cli.data.transforms import to_uint8_tensor
+from tempo_cli.data.transforms import BILINEAR, InterpolationMode, to_uint8_tensor
 from tempo_cli.errors import TempoError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -60,26 +60,29 @@ def read_image(path: str | Path) -> Image.Image:
         ) from None
 
 
-def load_uint8(path: str | Path, size: int | None) -> torch.Tensor:
+def load_uint8(
+    path: str | Path, size: int | None, interpolation: InterpolationMode = BILINEAR
+) -> torch.Tensor:
     """One image file -> uint8 (3, S, S) (see transforms.to_uint8_tensor)."""
-    return to_uint8_tensor(read_image(path), size)
+    return to_uint8_tensor(read_image(path), size, interpolation)
 
 
 def iter_image_chunks(
     paths: Sequence[Path],
     size: int | None,
     on_chunk: Callable[[int], None] | None = None,
+    interpolation: InterpolationMode = BILINEAR,
 ):
     """Yield uint8 (n, 3, S, S) tensors for `paths` in order, `_CHUNK` images at a time.
 
     Decoding uses a small thread pool; only one chunk is materialised at a time, so a
     folder of any length can be streamed into a disk cache with bounded memory.
-    `on_chunk(n)` is called after each chunk (progress bars).
+    `on_chunk(n)` is called after each chunk (progress bars); `interpolation` of the resize.
     """
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         for start in range(0, len(paths), _CHUNK):
             chunk = paths[start : start + _CHUNK]
-            images = list(pool.map(lambda p: load_uint8(p, size), chunk))
+            images = list(pool.map(lambda p: load_uint8(p, size, interpolation), chunk))
             shapes = {tuple(t.shape) for t in images}
             if len(shapes) > 1:
                 raise TempoError(

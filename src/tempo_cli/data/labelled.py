@@ -1,13 +1,19 @@
 """Labelled still images: splits `train`, `train-N` (N per class), `test` (SPEC.md layout).
 
-`<root>/<split>/<CLASS>/<image>`. Class index: position in ASL_LETTERS when every class
-folder is an ASL letter (so `train-1` and `test` share one index even if a split lacks a
-letter), otherwise the sorted union of class-folder names over all splits.
+`<root>/<split>/<CLASS>/<image>`. One rule for every command:
+
+- Split: the folder `<root>/<split>`, else the one whose name differs only in case
+  (`Test` for `test`, as in the Cityscapes-style hand-mask data).
+- Class folders: the non-hidden sub-folders of the split; an image's label is its folder.
+- Class index (`class_index`): position in ASL_LETTERS when every class folder is an ASL
+  letter (so `train-1` and `test` share one index even if a split lacks a letter),
+  otherwise the sorted names; over all splits of the dataset (`class_names`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +22,7 @@ from torch.utils.data import Dataset
 
 from tempo_cli.data import ASL_LETTERS
 from tempo_cli.data.frames import iter_image_chunks, list_images
-from tempo_cli.data.transforms import normalize_uint8
+from tempo_cli.data.transforms import BILINEAR, InterpolationMode, normalize
 from tempo_cli.errors import TempoError, UsageError
 
 _SPLIT_RE = re.compile(r"^(train|test|val|train-\d+)$")
@@ -47,6 +53,18 @@ def available_splits(root: str | Path) -> list[str]:
     return sorted(names, key=_split_order)
 
 
+def find_split(root: str | Path, split: str) -> Path | None:
+    """The folder of `split`: `root/split`, else a folder named like it in another case."""
+    root = Path(root)
+    if (root / split).is_dir():
+        return root / split
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if p.is_dir() and p.name.lower() == split.lower():
+                return p
+    return None
+
+
 def _class_dirs(split_dir: Path) -> list[Path]:
     return sorted(
         (p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
@@ -54,14 +72,47 @@ def _class_dirs(split_dir: Path) -> list[Path]:
     )
 
 
-def class_names(root: str | Path) -> list[str]:
-    """Class list of a dataset (index = position): ASL letters if they fit, else sorted names."""
-    found: set[str] = set()
-    for split in available_splits(root):
-        found.update(p.name for p in _class_dirs(Path(root) / split))
+def class_index(found: Iterable[str]) -> list[str]:
+    """Class folder names -> the class list (index = position): ASL letters if they fit, else
+    the sorted names. The one class rule of tempo (heads: `models.classifier`)."""
+    found = set(found)
     if found and found <= set(ASL_LETTERS):
         return list(ASL_LETTERS)
     return sorted(found)
+
+
+def _class_folders(root: Path, also: Path | None = None) -> set[str]:
+    dirs = [root / s for s in available_splits(root)] + ([also] if also else [])
+    return {p.name for d in dirs for p in _class_dirs(d)}
+
+
+def class_names(root: str | Path) -> list[str]:
+    """Class list of a dataset (index = position): `class_index` of all splits' folders."""
+    return class_index(_class_folders(Path(root)))
+
+
+def present_classes(labels: torch.Tensor, names: Sequence[str]) -> list[str]:
+    """The classes that have an image in `labels` (int64 (N,)), in index order."""
+    return [names[k] for k in sorted(set(labels.tolist()))]
+
+
+@dataclass
+class SplitFiles:
+    """The files of one split, not yet decoded.
+
+    labels: int64 (N,) indices into class_names; paths: the N files in the same order
+    (class folder, then file name); root: the dataset root; split: the split's folder name.
+    """
+
+    labels: torch.Tensor
+    class_names: list[str]
+    paths: list[Path]
+    root: Path
+    split: str
+
+    @property
+    def present_classes(self) -> list[str]:
+        return present_classes(self.labels, self.class_names)
 
 
 @dataclass
@@ -69,13 +120,16 @@ class LabelledSplit:
     """One split in memory.
 
     images: uint8 (N, 3, S, S); labels: int64 (N,) indices into class_names;
-    paths: the N source files, in the same order (class folder, then file name).
+    paths: the N source files, in the same order (class folder, then file name);
+    root: the dataset root; split: the split's folder name.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     class_names: list[str]
     paths: list[Path]
+    root: Path | None = None
+    split: str = ""
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -84,34 +138,52 @@ class LabelledSplit:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def label_names(self) -> list[str]:
+        """The class name (folder) of each image, (N,)."""
+        return [self.class_names[k] for k in self.labels.tolist()]
 
-def _unknown_split(root: Path, split: str, splits: list[str]) -> UsageError:
-    if split.startswith("train-") and split[6:].isdigit():
+    @property
+    def present_classes(self) -> list[str]:
+        return present_classes(self.labels, self.class_names)
+
+    @property
+    def ids(self) -> list[str]:
+        """Image IDs = file names without extension (how hand masks are matched)."""
+        return [p.stem for p in self.paths]
+
+    def pixels(self, index: slice | torch.Tensor | list[int] | None = None) -> torch.Tensor:
+        """float32 (n, 3, S, S) in [0, 1] (ToTensor) of the images at `index` (None = all)."""
+        x = self.images if index is None else self.images[index]
+        return x.float() / 255.0
+
+
+def _unknown_split(root: Path, split: str, splits: list[str], option: str | None) -> UsageError:
+    if option is None and split.startswith("train-") and split[6:].isdigit():
         counts = [s[6:] for s in splits if s.startswith("train-")]
         allowed = f"available: {', '.join(counts) or 'none'} (or no --samples-pc for train)"
         allowed += f"; splits in {root}: {', '.join(splits) or 'none'}"
         return UsageError("--samples-pc", int(split[6:]), allowed)
-    return UsageError("--split", split, f"available in {root}: {', '.join(splits) or 'none'}")
+    return UsageError(
+        option or "--split", split, f"available in {root}: {', '.join(splits) or 'none'}"
+    )
 
 
-def load_split(
-    root: str | Path, split: str, image_size: int | None, quiet: bool = True
-) -> LabelledSplit:
-    """Decode `<root>/<split>/<CLASS>/*` -> LabelledSplit (uint8, resized + center-cropped).
+def list_split(root: str | Path, split: str, option: str | None = None) -> SplitFiles:
+    """The files of `<root>/<split>/<CLASS>/*` with their labels (nothing decoded yet).
 
-    image_size None keeps the native size (all images must then share it).
-    Unknown split -> UsageError naming the available ones; empty split or a corrupt image
-    -> TempoError naming the folder or file.
+    Unknown split -> UsageError naming the available ones (for `option`; None: `--split`,
+    or `--samples-pc` for a `train-N`); empty split -> TempoError naming the folder.
     """
     root = Path(root)
     splits = available_splits(root)
-    if split not in splits:
-        raise _unknown_split(root, split, splits)
-    names = class_names(root)
-    index = {c: k for k, c in enumerate(names)}
+    folder = find_split(root, split)
+    if folder is None:
+        raise _unknown_split(root, split, splits, option)
+    index = {c: k for k, c in enumerate(class_index(_class_folders(root, also=folder)))}
     paths: list[Path] = []
     labels: list[int] = []
-    for class_dir in _class_dirs(root / split):
+    for class_dir in _class_dirs(folder):
         files = list_images(class_dir)
         paths += files
         labels += [index[class_dir.name]] * len(files)
@@ -119,17 +191,47 @@ def load_split(
         raise TempoError(
             f"split {split!r} in {root} holds no images (expected {split}/<CLASS>/<image>.png)"
         )
+    labels_t = torch.tensor(labels, dtype=torch.int64)
+    return SplitFiles(labels_t, list(index), paths, root, folder.name)
+
+
+def read_split(
+    files: SplitFiles,
+    image_size: int | None,
+    quiet: bool = True,
+    interpolation: InterpolationMode = BILINEAR,
+) -> LabelledSplit:
+    """Decode the files -> LabelledSplit (uint8, resized with `interpolation`, center-cropped).
+
+    image_size None keeps the native size (all images must then share it). A corrupt image
+    -> TempoError naming the file.
+    """
     from tempo_cli.report.progress import ProgressBar
 
-    with ProgressBar(len(paths), f"loading {split}", quiet=quiet) as bar:
-        chunks = list(iter_image_chunks(paths, image_size, on_chunk=bar.advance))
+    with ProgressBar(len(files.paths), f"loading {files.split}", quiet=quiet) as bar:
+        chunks = list(
+            iter_image_chunks(files.paths, image_size, bar.advance, interpolation=interpolation)
+        )
     shapes = {tuple(c.shape[1:]) for c in chunks}
     if len(shapes) > 1:
         raise TempoError(
-            f"images in {root / split} have different sizes {sorted(shapes)}; "
+            f"images in {files.root / files.split} have different sizes {sorted(shapes)}; "
             "pass --image-size to resize them to one size"
         )
-    return LabelledSplit(torch.cat(chunks), torch.tensor(labels, dtype=torch.int64), names, paths)
+    return LabelledSplit(
+        torch.cat(chunks), files.labels, files.class_names, files.paths, files.root, files.split
+    )
+
+
+def load_split(
+    root: str | Path,
+    split: str,
+    image_size: int | None,
+    quiet: bool = True,
+    interpolation: InterpolationMode = BILINEAR,
+) -> LabelledSplit:
+    """`read_split(list_split(root, split), ...)`: `<root>/<split>/<CLASS>/*` in memory."""
+    return read_split(list_split(root, split), image_size, quiet, interpolation)
 
 
 class LabelledImages(Dataset):
@@ -142,4 +244,4 @@ class LabelledImages(Dataset):
         return len(self.split)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, int]:
-        return normalize_uint8(self.split.images[k]), int(self.split.labels[k])
+        return normalize(self.split.images[k]), int(self.split.labels[k])

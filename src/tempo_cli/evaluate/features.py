@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,20 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+
+@dataclass(frozen=True)
+class FeatureRecipe:
+    """How a split's features are made (and so part of their cache key).
+
+    image_size: the side images are resized and center-cropped to (None: as stored).
+    bn_stats: "running" (backbone in eval mode) or "batch" (train mode, the reference).
+    seed: the shuffle of the training batches in batch mode (ignored in running mode).
+    """
+
+    image_size: int | None
+    bn_stats: str
+    seed: int
 
 
 def _batches(n: int, batch_size: int, order: Tensor | None) -> list[Tensor]:
@@ -137,9 +152,7 @@ def split_fingerprint(root: Path, split: str) -> str:
     return h.hexdigest()[:16]
 
 
-def feature_cache_path(
-    model_id: str, root: Path, split: str, image_size: int | None, bn_stats: str, seed: int
-) -> Path:
+def feature_cache_path(model_id: str, root: Path, split: str, recipe: FeatureRecipe) -> Path:
     """Where the features of this combination are cached (the key is hashed)."""
     key = {
         "v": CACHE_VERSION,
@@ -147,10 +160,10 @@ def feature_cache_path(
         "root": str(Path(root).resolve()),
         "split": split,
         "content": split_fingerprint(Path(root), split),
-        "image_size": image_size,
-        "bn_stats": bn_stats,
+        "image_size": recipe.image_size,
+        "bn_stats": recipe.bn_stats,
         # batch statistics depend on the (seeded) batch composition
-        "seed": seed if bn_stats == "batch" else None,
+        "seed": recipe.seed if recipe.bn_stats == "batch" else None,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return places.cache_dir() / "features" / f"{digest}.pt"
@@ -176,50 +189,49 @@ def compute_split_features(
     backbone: nn.Module,
     root: Path,
     split: str,
-    image_size: int | None,
-    bn_stats: str = "running",
+    recipe: FeatureRecipe,
     device: torch.device | str = "cpu",
-    seed: int = 0,
-    batch_size: int | None = None,
+    *,
+    batch_size: int = 64,
     quiet: bool = True,
 ) -> FeatureSet:
     """Decode `<root>/<split>` and compute its features (no cache).
 
-    In batch mode training splits (name starting with "train") use seeded shuffled batches
-    of 24, other splits ordered batches of 10, as the reference's loaders.
+    In running mode images go through in batches of `batch_size` (the features do not
+    depend on it). In batch mode training splits (name starting with "train") use seeded
+    shuffled batches of 24, other splits ordered batches of 10, as the reference's loaders.
     """
     from tempo_cli.data.labelled import load_split
 
-    data = load_split(root, split, image_size, quiet=quiet)
+    data = load_split(root, split, recipe.image_size, quiet=quiet)
     order = None
+    bn_stats = recipe.bn_stats
     if bn_stats == "batch":
         if split.startswith("train"):
-            g = torch.Generator().manual_seed(int(seed))
+            g = torch.Generator().manual_seed(int(recipe.seed))
             order = torch.randperm(len(data), generator=g)
             bs = REFERENCE_TRAIN_BATCH
         else:
             bs = REFERENCE_TEST_BATCH
     else:
-        bs = batch_size or 64
+        bs = batch_size
     feats = extract_features(backbone, data.images, bs, device, bn_stats, order)
     return FeatureSet(feats, data.labels, list(data.class_names), split)
 
 
 def cached_features(
     model_id: str | None,
-    backbone_fn,
+    backbone_fn: Callable[[], nn.Module],
     root: Path,
     split: str,
-    image_size: int | None,
-    bn_stats: str = "running",
+    recipe: FeatureRecipe,
     device: torch.device | str = "cpu",
-    seed: int = 0,
     quiet: bool = True,
 ) -> FeatureSet:
     """Features of `<root>/<split>`, from the cache when present, else computed and cached.
 
     Args:
-        model_id: content id of the checkpoint (`models.checkpoint.checkpoint_id`), or None
+        model_id: content id of the checkpoint (`models.content_id.checkpoint_id`), or None
             to skip the cache (an in-memory model, e.g. during pre-training).
         backbone_fn: zero-argument callable returning the backbone; only called on a cache
             miss, so a warm evaluation never loads the checkpoint.
@@ -228,13 +240,11 @@ def cached_features(
     """
     path = None
     if model_id is not None:
-        path = feature_cache_path(model_id, root, split, image_size, bn_stats, seed)
+        path = feature_cache_path(model_id, root, split, recipe)
         hit = _read_cache(path, split)
         if hit is not None:
             return hit
-    fs = compute_split_features(
-        backbone_fn(), root, split, image_size, bn_stats, device, seed, quiet=quiet
-    )
+    fs = compute_split_features(backbone_fn(), root, split, recipe, device, quiet=quiet)
     if path is not None:
         # a read-only cache dir must not fail the evaluation
         with contextlib.suppress(OSError):

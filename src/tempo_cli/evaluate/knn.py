@@ -2,12 +2,13 @@
 
 Features are L2-normalised; each test item takes its k most cosine-similar training
 items, which vote for their class with weight exp(similarity / temperature).
-(k=20, temperature 0.07 as in InstDisc / DINO's kNN evaluation.)
+(The settings' k=20, temperature 0.07 are InstDisc's / DINO's kNN evaluation.)
 """
 
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,9 @@ from torch import Tensor
 
 from tempo_cli.evaluate.features import FeatureSet
 from tempo_cli.evaluate.linear import check_classes
+from tempo_cli.evaluate.protocol import SWEEP_FIGURE, EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
+from tempo_cli.settings.evaluate import EvalKnnSettings
 
 
 @torch.no_grad()
@@ -24,11 +27,15 @@ def knn_predict(
     train_y: Tensor,
     test_x: Tensor,
     num_classes: int,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int,
+    temperature: float,
     chunk: int = 1024,
 ) -> Tensor:
-    """Predicted classes (M,) of test_x (M, d) from train_x (N, d), train_y (N,)."""
+    """Predicted classes (M,) of test_x (M, d) from train_x (N, d), train_y (N,).
+
+    `k` neighbours vote with weight exp(similarity / temperature); test items are scored
+    `chunk` at a time (bounds the (chunk, N) similarity matrix).
+    """
     train = F.normalize(train_x.float(), dim=1)
     k = min(int(k), train.shape[0])
     preds = []
@@ -48,8 +55,8 @@ def knn_result(
     *,
     checkpoint: str,
     samples_pc: int | None,
-    k: int = 20,
-    temperature: float = 0.07,
+    k: int,
+    temperature: float,
 ) -> CurveResult:
     """kNN accuracy as a one-run, one-step CurveResult (so tables and plots treat all
     protocols alike)."""
@@ -66,3 +73,23 @@ def knn_result(
         seconds=time.perf_counter() - start,
         extra={"k": min(k, len(train)), "temperature": temperature},
     )
+
+
+class KnnProtocol(EvalProtocol):
+    """`tempo eval knn`: one number per split, so no per-step curve figure."""
+
+    name = "knn"
+    settings_cls = EvalKnnSettings
+    figures = (SWEEP_FIGURE,)
+
+    def evaluate(self, task: Task) -> CurveResult:
+        train, test = task.train_and_test_features()
+        s = cast(EvalKnnSettings, task.settings)  # the registry pairs them by this class
+        return knn_result(
+            train,
+            test,
+            checkpoint=task.label,
+            samples_pc=task.samples_pc,
+            k=s.k,
+            temperature=s.temperature,
+        )

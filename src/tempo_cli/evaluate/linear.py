@@ -1,12 +1,14 @@
 """Linear evaluation (SPEC.md): frozen backbone, features once, R fresh heads trained at once.
 
 `linear_curves` runs the protocol on two FeatureSets; `evaluate_linear` is the entry point
-for a model already in memory (`tempo pretrain --eval` calls it).
+for a model already in memory (`tempo pretrain --eval` calls it); `LinearProtocol` is
+`tempo eval linear` in the protocol registry.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,12 @@ import torch
 from torch import nn
 
 from tempo_cli.errors import TempoError
-from tempo_cli.evaluate.features import FeatureSet, cached_features
+from tempo_cli.evaluate.config import ProbeConfig
+from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet, cached_features
 from tempo_cli.evaluate.linear_probe import train_linear_probes
+from tempo_cli.evaluate.protocol import EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
+from tempo_cli.settings.evaluate import EvalLinearSettings
 
 
 def check_classes(train: FeatureSet, test: FeatureSet) -> int:
@@ -32,17 +37,12 @@ def check_classes(train: FeatureSet, test: FeatureSet) -> int:
 def linear_curves(
     train: FeatureSet,
     test: FeatureSet,
+    config: ProbeConfig,
     *,
     checkpoint: str,
     samples_pc: int | None,
-    runs: int = 10,
-    iterations: int = 3000,
-    batch_size: int = 24,
-    lr: float = 0.01,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
     device: torch.device | str = "cpu",
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> CurveResult:
     """The linear protocol on cached features: accuracy (runs, iterations + 1)."""
     start = time.perf_counter()
@@ -52,13 +52,8 @@ def linear_curves(
         train.labels,
         test.features,
         test.labels,
-        num_classes=c,
-        runs=runs,
-        iterations=iterations,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
+        c,
+        config,
         device=device,
         progress=progress,
     )
@@ -79,15 +74,9 @@ def evaluate_linear(
     model: Any,
     data_root: str | Path,
     samples_pc: int | None,
+    config: ProbeConfig,
     *,
-    image_size: int | None = 128,
-    runs: int = 10,
-    iterations: int = 3000,
-    batch_size: int = 24,
-    lr: float = 0.01,
-    weight_decay: float = 1e-4,
-    bn_stats: str = "running",
-    seed: int = 0,
+    image_size: int | None,
     device: torch.device | str = "cpu",
     quiet: bool = True,
     model_id: str | None = None,
@@ -98,7 +87,11 @@ def evaluate_linear(
         model: LoadedModel (uses `.backbone`, `.name`, `.path`).
         data_root: dataset root holding `train[-N]/` and `test/`.
         samples_pc: N of `train-N`, None = the full `train` split.
-        model_id: feature-cache key (`models.checkpoint.checkpoint_id`); None (default)
+        config: the probe (e.g. `ProbeConfig.default(EvalLinearSettings)`, or
+            `PRETRAIN_EVAL_PROBE`); `config.bn_stats` and `config.seed` also key the
+            features.
+        image_size: the input side the images are resized and cropped to.
+        model_id: feature-cache key (`models.content_id.checkpoint_id`); None (default)
             = no caching, right for a model still in training.
     Returns:
         (record with the CLI.md `results` keys, the best run's nn.Linear(d, C) on CPU).
@@ -106,34 +99,36 @@ def evaluate_linear(
     from tempo_cli.data.labelled import split_name
 
     root = Path(data_root)
-    train = cached_features(
-        model_id,
-        lambda: model.backbone,
-        root,
-        split_name(samples_pc),
-        image_size,
-        bn_stats,
-        device,
-        seed,
-        quiet,
-    )
-    test = cached_features(
-        model_id, lambda: model.backbone, root, "test", image_size, bn_stats, device, seed, quiet
-    )
-    res = linear_curves(
-        train,
-        test,
-        checkpoint=str(getattr(model, "name", "") or getattr(model, "path", "") or "model"),
-        samples_pc=samples_pc,
-        runs=runs,
-        iterations=iterations,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-    )
+    recipe = FeatureRecipe(image_size, config.bn_stats, config.seed)
+
+    def features(split: str) -> FeatureSet:
+        return cached_features(model_id, lambda: model.backbone, root, split, recipe, device, quiet)
+
+    train, test = features(split_name(samples_pc)), features("test")
+    name = str(getattr(model, "name", "") or getattr(model, "path", "") or "model")
+    res = linear_curves(train, test, config, checkpoint=name, samples_pc=samples_pc, device=device)
     record = res.record()
-    record["bn_stats"] = bn_stats
+    record["bn_stats"] = config.bn_stats
     assert res.linear is not None
     return record, res.linear
+
+
+class LinearProtocol(EvalProtocol):
+    """`tempo eval linear`: frozen features, all runs' heads trained at once."""
+
+    name = "linear"
+    settings_cls = EvalLinearSettings
+
+    def evaluate(self, task: Task) -> CurveResult:
+        train, test = task.train_and_test_features()
+        config = ProbeConfig.from_settings(task.settings)
+        with task.progress(self.name, config.iterations) as bar:
+            return linear_curves(
+                train,
+                test,
+                config,
+                checkpoint=task.label,
+                samples_pc=task.samples_pc,
+                device=task.device,
+                progress=bar.advance_to,
+            )

@@ -2,8 +2,9 @@
 
 The reference protocol (SPEC.md) trains R fresh `Linear(d, C)` heads one after the other,
 each with its own shuffled batches of 24 training features, cycled for 3,000 SGD steps
-(lr 0.01, weight decay 1e-4, cross-entropy), and measures test accuracy before the first
-step and after every step. Here the R heads are one tensor `weight (R, C, d)`:
+(lr 0.01, weight decay 1e-4, cross-entropy; the `eval linear` defaults, given here as a
+`ProbeConfig`), and measures test accuracy before the first step and after every step.
+Here the R heads are one tensor `weight (R, C, d)`:
 
 - one step updates all heads with the closed-form cross-entropy gradient
   `(softmax - onehot) / B` (no autograd, no optimiser object: at these sizes they cost
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from tempo_cli.evaluate.config import ProbeConfig
 
 # Bytes allowed for the stacked heads and for the deferred test logits (per chunk).
 _CHUNK_BYTES = 48 * 2**20
@@ -147,29 +150,23 @@ def train_linear_probes(
     test_x: Tensor,
     test_y: Tensor,
     num_classes: int,
-    runs: int = 10,
-    iterations: int = 3000,
-    batch_size: int = 24,
-    lr: float = 0.01,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
+    config: ProbeConfig,
+    *,
     device: torch.device | str = "cpu",
-    eval_every: int = 1,
     progress: Callable[[int], None] | None = None,
     method: str = "auto",
 ) -> ProbeResult:
-    """Train `runs` linear probes at once and score every one on the test set at every step.
+    """Train `config.runs` linear probes at once and score every one on the test set.
 
     Args:
         train_x: (N, d) float features; train_y: (N,) long labels in [0, C).
         test_x: (M, d) float features; test_y: (M,) long labels.
         num_classes: C.
-        runs: R heads, run r seeded by `run_generator(seed, r)`.
-        iterations: T SGD steps per head; batches of `batch_size` cycle through one
-            shuffled pass over the training set (per run), as the reference.
-        lr, weight_decay: plain SGD (weight decay on weight and bias, as torch's SGD).
-        eval_every: score every K steps (1 = every step, the protocol); unscored columns
-            repeat the last score.
+        config: runs R (run r seeded by `run_generator(config.seed, r)`), iterations T
+            (batches of `batch_size` cycle through one shuffled pass over the training
+            set, per run, as the reference), lr and weight_decay (plain SGD, decay on
+            weight and bias as torch's SGD), eval_every K (score every K steps; unscored
+            columns repeat the last score). `bn_stats` does not apply (features given).
         progress: optional callable(steps_done) for a progress bar.
         method: "kernel" (logits kept up to date through the Gram matrix; fastest when
             N is small, the few-shot case), "primal" (weights updated, test scored by
@@ -180,7 +177,7 @@ def train_linear_probes(
     device = torch.device(device)
     n, d = train_x.shape
     m = test_x.shape[0]
-    r = int(runs)
+    r, batch_size, eval_every = int(config.runs), int(config.batch_size), int(config.eval_every)
     if n == 0 or m == 0:
         raise ValueError("empty training or test features")
     if method == "auto":
@@ -190,7 +187,7 @@ def train_linear_probes(
 
     orders, weights, biases = [], [], []
     for run in range(r):
-        order, w0, b0 = run_setup(n, num_classes, d, batch_size, seed, run)
+        order, w0, b0 = run_setup(n, num_classes, d, batch_size, config.seed, run)
         orders.append(order)
         weights.append(w0)
         biases.append(b0)
@@ -203,11 +200,11 @@ def train_linear_probes(
         weight=torch.stack(weights).to(device),  # (R, C, d)
         bias=torch.stack(biases).to(device),  # (R, C)
         num_classes=int(num_classes),
-        iterations=int(iterations),
-        batch_size=int(batch_size),
-        lr=float(lr),
-        decay=1.0 - float(lr) * float(weight_decay),
-        eval_every=int(eval_every),
+        iterations=int(config.iterations),
+        batch_size=batch_size,
+        lr=float(config.lr),
+        decay=1.0 - float(config.lr) * float(config.weight_decay),
+        eval_every=eval_every,
         progress=progress,
     )
     run_fn = _train_kernel if method == "kernel" else _train_primal

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tempo_cli.evaluate.config import ProbeConfig
+from tempo_cli.evaluate.features import REFERENCE_TEST_BATCH
 from tempo_cli.evaluate.linear_probe import run_setup
 
 
@@ -38,26 +40,27 @@ def reference_linear_eval(
     test_x: Tensor,
     test_y: Tensor,
     num_classes: int,
-    iterations: int = 3000,
-    batch_size: int = 24,
-    lr: float = 0.01,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
+    config: ProbeConfig,
     run: int = 0,
-    test_batch_size: int = 10,
+    *,
+    test_batch_size: int = REFERENCE_TEST_BATCH,
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, nn.Linear]:
     """One run of the reference loop on cached features.
 
     Args:
         train_x: (N, d), train_y: (N,), test_x: (M, d), test_y: (M,).
-        seed, run: select the batch order and head init (`linear_probe.run_setup`), so
-            the run is comparable with run `run` of `train_linear_probes(seed=seed)`.
+        config: iterations, batch_size, lr, weight_decay and seed as the batched probe
+            (`config.runs` does not apply: one run here).
+        run: with `config.seed`, selects the batch order and head init
+            (`linear_probe.run_setup`), so the run is comparable with run `run` of
+            `train_linear_probes(..., config)`.
     Returns:
         accuracies (iterations + 1,) after 0..iterations steps, and the trained head.
     """
     n, d = train_x.shape
-    order, w0, b0 = run_setup(n, num_classes, d, batch_size, seed, run)
+    batch_size, iterations = config.batch_size, config.iterations
+    order, w0, b0 = run_setup(n, num_classes, d, batch_size, config.seed, run)
     model = nn.Linear(d, num_classes).to(device)
     with torch.no_grad():
         model.weight.copy_(w0)
@@ -71,7 +74,7 @@ def reference_linear_eval(
     total = test_x.shape[0]
 
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     accuracies: list[float] = []
     running_loss = 0.0  # the reference logs it; its `.item()` is part of the loop's cost

@@ -3,8 +3,9 @@
 Writes `runs/<name>/`: config.json, metrics.json (`results`: one record per checkpoint and
 samples-per-class value), TensorBoard scalars `accuracy` (mean over runs) and
 `accuracy_std` under `<samples_pc>/` (as the reference; `<checkpoint>/<samples_pc>/` when
-several checkpoints are compared), `curves.png` (mean ± std per iteration) and
-`accuracy_vs_samples.png`; prints a table (rows: checkpoints, columns: samples per class).
+several checkpoints are compared), the protocol's figures (`curves.png`: mean ± std per
+iteration; `accuracy_vs_samples.png`); prints a table (rows: checkpoints, columns: samples
+per class). What is evaluated is the protocol's business (`evaluate/protocols.py`).
 """
 
 from __future__ import annotations
@@ -12,68 +13,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from tempo_cli.errors import TempoError, UsageError
-from tempo_cli.evaluate.features import FeatureSet, cached_features
+from tempo_cli.errors import Interrupted, TempoError, UsageError
+from tempo_cli.evaluate.checkpoints import Checkpoint, unique_labels
+from tempo_cli.evaluate.protocol import CURVES_FIGURE, SWEEP_FIGURE, EvalProtocol, Task
+from tempo_cli.evaluate.protocols import protocol_for
 from tempo_cli.evaluate.results import CurveResult
-from tempo_cli.report.progress import ProgressBar, log
-from tempo_cli.settings.evaluate import (
-    EvalKnnSettings,
-    EvalLinearSettings,
-    EvalSemisupSettings,
-    EvalSettings,
-)
+from tempo_cli.report.progress import log
+from tempo_cli.settings.evaluate import EvalSettings
 
-BASELINES = ("random", "imagenet")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-
-GENERIC_STEMS = ("model", "last", "checkpoint", "final", "best")
-
-
-def checkpoint_label(spec: str) -> str:
-    """A short name for tables and plots: the file stem, with its run folder when the stem
-    says nothing (`runs/demo/model.pt` -> `demo-model`)."""
-    p = Path(spec)
-    if p.stem in GENERIC_STEMS and p.parent.name:
-        return f"{p.parent.name}-{p.stem}"
-    return p.stem
-
-
-class Checkpoint:
-    """One `--path` value, loaded only when needed (a warm linear/knn run never loads it)."""
-
-    def __init__(self, spec: str, arch: str, seed: int) -> None:
-        self.spec = spec
-        self.arch = arch
-        self.seed = seed
-        self._model = None
-        self._id: str | None = None
-        self.is_baseline = spec in BASELINES and not Path(spec).exists()
-        self.label = spec if self.is_baseline else checkpoint_label(spec)
-
-    @property
-    def id(self) -> str:
-        """Content id for the feature cache (random: arch + seed of its initialisation)."""
-        if self._id is None:
-            from tempo_cli.models.checkpoint import checkpoint_id
-
-            if self.is_baseline and self.spec == "random":
-                self._id = f"random-{self.arch}-seed{self.seed}"
-            else:
-                self._id = checkpoint_id(self.spec, self.arch)
-        return self._id
-
-    def model(self):
-        """The LoadedModel (random init drawn from `seed`, so it matches its cache key)."""
-        if self._model is None:
-            from tempo_cli.models.checkpoint import load_model
-
-            torch.manual_seed(self.seed)
-            self._model = load_model(self.spec, self.arch)
-        return self._model
+    from tempo_cli.report.run_dir import RunDir
 
 
 def check_splits(root: Path, samples_pc: list[int | None]) -> None:
@@ -91,15 +44,6 @@ def check_splits(root: Path, samples_pc: list[int | None]) -> None:
             raise UsageError("--samples-pc", value, allowed)
     if "test" not in splits:
         raise TempoError(f"no test split in {root} (expected {root}/test/<CLASS>/<image>)")
-
-
-def _unique_labels(checkpoints: list[Checkpoint]) -> None:
-    seen: dict[str, int] = {}
-    for ck in checkpoints:
-        n = seen.get(ck.label, 0)
-        seen[ck.label] = n + 1
-        if n:
-            ck.label = f"{ck.label}-{n + 1}"
 
 
 def _write_tensorboard(run, sub: str, res: CurveResult) -> None:
@@ -141,68 +85,47 @@ def _save_paths(target: str, combos: list[tuple[str, int | None]]) -> dict[tuple
     }
 
 
-def run_eval(settings: EvalSettings, protocol: str) -> dict[str, Any]:
-    """Evaluate every (checkpoint, samples per class) pair; returns the metrics dict."""
+def _image_size(settings: EvalSettings, ck: Checkpoint) -> int:
+    """`--image-size` for this checkpoint (auto: the size it records); warns on a mismatch."""
+    recorded = ck.recorded_image_size
+    warning = settings.image_size_warning(recorded, ck.label)
+    if warning:
+        log(f"warning: {warning}")
+    return settings.resolved_image_size(recorded)
+
+
+def run_eval(settings: EvalSettings) -> dict[str, Any]:
+    """Evaluate every (checkpoint, samples per class) pair with the protocol of `settings`;
+    returns the metrics dict."""
     from tempo_cli.data.datasets import resolve_dataset
-    from tempo_cli.data.labelled import split_name
     from tempo_cli.report.run_dir import RunDir
     from tempo_cli.runtime import resolve_device
 
     started = time.perf_counter()
+    protocol = protocol_for(settings)
     device = resolve_device(settings.device)
     root = resolve_dataset(settings.data)
     samples = settings.samples_pc_list()
     check_splits(root, samples)
-    quiet = settings.quiet
     checkpoints = [Checkpoint(p, settings.backbone, settings.seed) for p in settings.path]
-    _unique_labels(checkpoints)
-    bn_stats = settings.bn_stats
-    image_size = settings.image_size
+    unique_labels(checkpoints)
 
     run = RunDir(settings)
     run.save_config(settings)
     results: list[dict[str, Any]] = []
     curves: list[CurveResult] = []
-    multi = len(checkpoints) > 1
+    multi = len(checkpoints) > 1  # TensorBoard: <checkpoint>/<samples_pc>/ when comparing
     try:
         for ck in checkpoints:
-            test: FeatureSet | None = None
+            image_size, shared = _image_size(settings, ck), {}
             for sp in samples:
-                split = split_name(sp)
-                if protocol in ("linear", "knn"):
-
-                    def features(s: str, ck: Checkpoint = ck) -> FeatureSet:
-                        return cached_features(
-                            ck.id,
-                            lambda: ck.model().backbone,
-                            root,
-                            s,
-                            image_size,
-                            bn_stats,
-                            device,
-                            settings.seed,
-                            quiet,
-                        )
-
-                    train = features(split)
-                    if test is None:
-                        test = features("test")
-                    res = _protocol_on_features(settings, protocol, ck, sp, train, test, device)
-                else:
-                    res = _semisup(settings, ck, root, sp, device)
+                task = Task(settings, ck, sp, root, image_size, device, shared)
+                res = protocol.evaluate(task)
                 curves.append(res)
-                sub = f"{ck.label}/{res_sub(sp)}" if multi else res_sub(sp)
-                _write_tensorboard(run, sub, res)
-                rec = res.record()
-                rec["bn_stats"] = bn_stats
-                results.append(rec)
-                run.update_metrics(protocol=protocol, data=str(root), results=results)
-                log(
-                    f"{protocol} {ck.label} samples_pc={res_sub(sp)}: final accuracy "
-                    f"{rec['accuracy_final_mean']:.3f} ± {rec['accuracy_final_std']:.3f} "
-                    f"({rec['runs']} runs, {rec['seconds']:.1f} s)",
-                    quiet,
-                )
+                _write_tensorboard(run, f"{ck.label}/{task.sub}" if multi else task.sub, res)
+                results.append(_record(res, task))
+                run.update_metrics(protocol=protocol.name, data=str(root), results=results)
+                _log_result(protocol, task, results[-1], settings.quiet)
         saved = _save_models(settings, checkpoints, curves)
         figures = _figures(run, protocol, curves, results)
         run.update_metrics(
@@ -210,116 +133,47 @@ def run_eval(settings: EvalSettings, protocol: str) -> dict[str, Any]:
             figures=[str(p) for p in figures],
             seconds=round(time.perf_counter() - started, 3),
         )
+    except Interrupted:
+        run.update_metrics(interrupted=True)
+        raise
     finally:
         run.close()
+    _print_table(protocol, results)
+    log(f"results in {run.path}", settings.quiet)
+    return run.metrics
 
+
+def _record(res: CurveResult, task: Task) -> dict[str, Any]:
+    """The metrics.json record, with how the features were made."""
+    rec = res.record()
+    rec["bn_stats"] = task.settings.bn_stats
+    rec["image_size"] = task.image_size
+    return rec
+
+
+def _log_result(protocol: EvalProtocol, task: Task, rec: dict[str, Any], quiet: bool) -> None:
+    log(
+        f"{protocol.name} {task.label} samples_pc={task.sub}: final accuracy "
+        f"{rec['accuracy_final_mean']:.3f} ± {rec['accuracy_final_std']:.3f} "
+        f"({rec['runs']} runs, {rec['seconds']:.1f} s)",
+        quiet,
+    )
+
+
+def _print_table(protocol: EvalProtocol, results: list[dict[str, Any]]) -> None:
     from rich.console import Console
 
     from tempo_cli.report.tables import accuracy_table
 
-    title = f"{protocol} evaluation: final test accuracy (mean ± std over runs)"
+    title = f"{protocol.name} evaluation: final test accuracy (mean ± std over runs)"
     Console(soft_wrap=True).print(accuracy_table(results, title=title))
-    if not quiet:
-        log(f"results in {run.path}")
-    return run.metrics
-
-
-def res_sub(sp: int | None) -> str:
-    """TensorBoard sub-folder of a split: the reference's `str(samples_pc)`."""
-    return str(sp)
-
-
-def _protocol_on_features(
-    settings: EvalSettings,
-    protocol: str,
-    ck: Checkpoint,
-    sp: int | None,
-    train: FeatureSet,
-    test: FeatureSet,
-    device: torch.device,
-) -> CurveResult:
-    if protocol == "knn":
-        from tempo_cli.evaluate.knn import knn_result
-
-        assert isinstance(settings, EvalKnnSettings)
-        return knn_result(
-            train,
-            test,
-            checkpoint=ck.label,
-            samples_pc=sp,
-            k=settings.k,
-            temperature=settings.temperature,
-        )
-    from tempo_cli.evaluate.linear import linear_curves
-
-    assert isinstance(settings, EvalLinearSettings)
-    with ProgressBar(
-        settings.iterations, f"linear {ck.label} {res_sub(sp)}", settings.quiet
-    ) as bar:
-        last = [0]
-
-        def progress(step: int) -> None:
-            bar.advance(step - last[0])
-            last[0] = step
-
-        return linear_curves(
-            train,
-            test,
-            checkpoint=ck.label,
-            samples_pc=sp,
-            runs=settings.runs,
-            iterations=settings.iterations,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            seed=settings.seed,
-            device=device,
-            progress=progress,
-        )
-
-
-def _semisup(
-    settings: EvalSettings, ck: Checkpoint, root: Path, sp: int | None, device: torch.device
-) -> CurveResult:
-    from tempo_cli.data.labelled import load_split, split_name
-    from tempo_cli.evaluate.semisup import finetune_curves
-
-    assert isinstance(settings, EvalSemisupSettings)
-    model = ck.model()
-    train = load_split(root, split_name(sp), settings.image_size, quiet=settings.quiet)
-    test = load_split(root, "test", settings.image_size, quiet=settings.quiet)
-    if train.class_names != test.class_names:
-        raise TempoError(f"train and test splits of {root} list different classes")
-    total = settings.runs * settings.iterations
-    with ProgressBar(total, f"semisup {ck.label} {res_sub(sp)}", settings.quiet) as bar:
-        return finetune_curves(
-            model.backbone,
-            model.feature_dim,
-            train.images,
-            train.labels,
-            test.images,
-            test.labels,
-            len(train.class_names),
-            checkpoint=ck.label,
-            samples_pc=sp,
-            runs=settings.runs,
-            iterations=settings.iterations,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            eval_every=settings.eval_every,
-            bn_stats=settings.bn_stats,
-            seed=settings.seed,
-            device=device,
-            progress=lambda done: bar.advance(1),
-        )
 
 
 def _save_models(
     settings: EvalSettings, checkpoints: list[Checkpoint], curves: list[CurveResult]
 ) -> list[Path]:
     """`--save-model`: backbone + the best run's linear head + class names, per result."""
-    target = getattr(settings, "save_model", None)
+    target = getattr(settings, "save_model", None)  # only protocols that train a head have it
     if not target:
         return []
     from tempo_cli.data.datasets import resolve_dataset
@@ -340,6 +194,7 @@ def _save_models(
             backbone=backbone,
             linear=res.linear,
             class_names=names,
+            image_size=settings.resolved_image_size(ck.recorded_image_size),
             meta={
                 "source": ck.spec,
                 "protocol": res.protocol,
@@ -353,44 +208,45 @@ def _save_models(
     return written
 
 
-def _figures(run, protocol: str, curves: list[CurveResult], results: list[dict]) -> list[Path]:
-    from tempo_cli.report.accuracy_plots import plot_curves, plot_sweep
+def _curves_figure(protocol: str, curves: list[CurveResult], results: list[dict]) -> Figure:
+    from tempo_cli.report.accuracy_plots import plot_curves
 
-    out = []
-    if protocol != "knn":
-        data = [
-            {
-                "checkpoint": c.checkpoint,
-                "samples_pc": c.samples_pc,
-                "steps": c.steps,
-                "mean": c.mean,
-                "std": c.std,
-            }
-            for c in curves
-        ]
-        out.append(run.save_figure(plot_curves(data, f"{protocol}: test accuracy"), "curves.png"))
-    fig = plot_sweep(results, f"{protocol}: final test accuracy")
-    out.append(run.save_figure(fig, "accuracy_vs_samples.png"))
-    return out
+    data = [
+        {
+            "checkpoint": c.checkpoint,
+            "samples_pc": c.samples_pc,
+            "steps": c.steps,
+            "mean": c.mean,
+            "std": c.std,
+        }
+        for c in curves
+    ]
+    return plot_curves(data, f"{protocol}: test accuracy")
 
 
-def run_linear(settings: EvalLinearSettings) -> dict[str, Any]:
-    """`tempo eval linear`."""
-    return run_eval(settings, "linear")
+def _sweep_figure(protocol: str, curves: list[CurveResult], results: list[dict]) -> Figure:
+    from tempo_cli.report.accuracy_plots import plot_sweep
+
+    return plot_sweep(results, f"{protocol}: final test accuracy")
 
 
-def run_semisup(settings: EvalSemisupSettings) -> dict[str, Any]:
-    """`tempo eval semisup`."""
-    return run_eval(settings, "semisup")
-
-
-def run_knn(settings: EvalKnnSettings) -> dict[str, Any]:
-    """`tempo eval knn`."""
-    return run_eval(settings, "knn")
-
-
-RUNNERS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "linear": run_linear,
-    "semisup": run_semisup,
-    "knn": run_knn,
+#: How each figure a protocol may ask for (`EvalProtocol.figures`) is drawn.
+FIGURES: dict[str, Callable[[str, list[CurveResult], list[dict]], Figure]] = {
+    CURVES_FIGURE: _curves_figure,
+    SWEEP_FIGURE: _sweep_figure,
 }
+
+
+def _figures(
+    run: RunDir, protocol: EvalProtocol, curves: list[CurveResult], results: list[dict]
+) -> list[Path]:
+    """The protocol's figures, saved in the order of `protocol.figures`."""
+    return [
+        run.save_figure(FIGURES[name](protocol.name, curves, results), name)
+        for name in protocol.figures
+    ]
+
+
+# The names `tempo eval linear|semisup|knn` call (cli/evaluate.py): the settings' class
+# picks the protocol.
+run_linear = run_semisup = run_knn = run_eval

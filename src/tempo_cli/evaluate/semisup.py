@@ -1,131 +1,196 @@
 """Semi-supervised evaluation (SPEC.md): fine-tune every parameter with a fresh linear head.
 
 Per run: a fresh copy of the checkpoint's backbone, a fresh `Linear(d, C)` (initialised
-from the run's generator, as the linear probe), SGD (lr 0.01) over all parameters, batches
-of 128 reshuffled every pass, 200 iterations, test accuracy before training and every
-`eval_every` iterations. `bn_stats="running"` tests in eval mode (the standard);
-`"batch"` keeps the model in train mode while testing, in batches of 20 (the reference).
+from the run's generator, as the linear probe), SGD over all parameters, batches
+reshuffled every pass, test accuracy before training and every `eval_every` iterations
+(lr, batch size, iterations: `ProbeConfig` from the settings). `bn_stats="running"` tests
+in eval mode (the standard); `"batch"` keeps the model in train mode while testing, in
+batches of 20 (the reference).
+
+The loop runs on the shared training infrastructure (`tempo_cli.training`): SIGINT and
+SIGTERM stop it between steps (exit 130; results of finished splits stay in
+metrics.json), and every loss is read back and checked to be finite.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from tempo_cli.errors import Interrupted, TempoError
+from tempo_cli.evaluate.config import ProbeConfig
 from tempo_cli.evaluate.linear_probe import init_head, run_generator
+from tempo_cli.evaluate.protocol import EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult, steps_tensor
+from tempo_cli.settings.evaluate import EvalSemisupSettings
+from tempo_cli.training.step_log import StepLogger, readback_every
+from tempo_cli.training.stop import StopRequest
 
 REFERENCE_TEST_BATCH = 20
+#: Test images per forward pass in eval mode (any size gives the same predictions).
+TEST_BATCH = 128
+NONFINITE_HINT = "no result was written for this split; lower --lr and try again"
+
+
+@dataclass
+class Images:
+    """A labelled split in memory: uint8 images (N, 3, S, S), labels (N,)."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
 
 
 @torch.no_grad()
-def _accuracy(
-    model: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-    device: torch.device,
-    bn_stats: str,
-    batch_size: int,
-) -> float:
-    """Test accuracy of `model` on uint8 images (M, 3, S, S), labels (M,)."""
+def _accuracy(model: nn.Module, test: Images, device: torch.device, bn_stats: str) -> float:
+    """Test accuracy of `model` (train mode while testing when bn_stats is "batch")."""
     from tempo_cli.data.transforms import normalize_uint8
 
+    batch_size = REFERENCE_TEST_BATCH if bn_stats == "batch" else TEST_BATCH
     was_training = model.training
     model.train(bn_stats == "batch")
     correct = 0
-    for lo in range(0, images.shape[0], batch_size):
-        x = normalize_uint8(images[lo : lo + batch_size].to(device))
+    for lo in range(0, len(test), batch_size):
+        x = normalize_uint8(test.images[lo : lo + batch_size].to(device))
         pred = model(x).argmax(dim=1).cpu()
-        correct += int((pred == labels[lo : lo + batch_size]).sum())
+        correct += int((pred == test.labels[lo : lo + batch_size]).sum())
     model.train(was_training)
-    return correct / images.shape[0]
+    return correct / len(test)
+
+
+def _fresh_classifier(
+    backbone: nn.Module, feature_dim: int, num_classes: int, g: torch.Generator
+) -> nn.Module:
+    """A copy of `backbone` with a fresh head drawn from the run's generator `g`."""
+    from tempo_cli.models.classifier import Classifier
+
+    w0, b0 = init_head(num_classes, feature_dim, g)
+    linear = nn.Linear(feature_dim, num_classes)
+    with torch.no_grad():
+        linear.weight.copy_(w0)
+        linear.bias.copy_(b0)
+    return Classifier(copy.deepcopy(backbone), linear)
+
+
+def _train_step(
+    model: nn.Module, opt: torch.optim.Optimizer, train: Images, idx: Tensor, device: torch.device
+) -> Tensor:
+    """One SGD step on the images `idx`; the loss (0-d, on the device)."""
+    from tempo_cli.data.transforms import normalize_uint8
+
+    x = normalize_uint8(train.images[idx].to(device))
+    y = train.labels[idx].to(device)
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+@dataclass
+class _Finetuning:
+    """What every run of one split shares; `run(r)` fine-tunes run r."""
+
+    backbone: nn.Module
+    feature_dim: int
+    num_classes: int
+    train: Images
+    test: Images
+    config: ProbeConfig
+    steps: Tensor  # (S,) the steps at which test accuracy is measured
+    device: torch.device
+    log: StepLogger
+    stop: StopRequest
+
+    def run(self, r: int) -> tuple[Tensor, nn.Module]:
+        """Run r: its test accuracies (S,) at `steps` and its fine-tuned model.
+
+        The run's generator draws its first shuffled pass, then the head, then each
+        later pass (as a shuffled DataLoader). Loss steps continue across runs.
+        """
+        c = self.config
+        g = run_generator(c.seed, r)
+        order = torch.randperm(len(self.train), generator=g)
+        model = _fresh_classifier(self.backbone, self.feature_dim, self.num_classes, g)
+        model = model.to(self.device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        acc = torch.zeros(len(self.steps))
+        acc[0] = _accuracy(model, self.test, self.device, c.bn_stats)
+        col, pos, n = 1, 0, len(self.train)
+        for it in range(1, c.iterations + 1):
+            if pos >= n:  # a new pass: reshuffle
+                order, pos = torch.randperm(n, generator=g), 0
+            loss = _train_step(model, opt, self.train, order[pos : pos + c.batch_size], self.device)
+            pos += c.batch_size
+            if col < len(self.steps) and it == int(self.steps[col]):
+                acc[col] = _accuracy(model, self.test, self.device, c.bn_stats)
+                col += 1
+            if self.log.add(r * c.iterations + it, loss):
+                self.log.flush(NONFINITE_HINT)
+            self.log.advance()
+            if self.stop.requested:
+                raise Interrupted(
+                    f"{self.stop.signal_name or 'stop'} received at step {it} of run {r + 1}; "
+                    "fine-tuning stopped (results of finished splits are in metrics.json)"
+                )
+        self.log.flush(NONFINITE_HINT)
+        return acc, model
 
 
 def finetune_curves(
     backbone: nn.Module,
     feature_dim: int,
-    train_images: Tensor,
-    train_labels: Tensor,
-    test_images: Tensor,
-    test_labels: Tensor,
+    train: Images,
+    test: Images,
     num_classes: int,
+    config: ProbeConfig,
     *,
     checkpoint: str,
     samples_pc: int | None,
-    runs: int = 10,
-    iterations: int = 200,
-    batch_size: int = 128,
-    lr: float = 0.01,
-    weight_decay: float = 0.0,
-    eval_every: int = 1,
-    bn_stats: str = "running",
-    seed: int = 0,
     device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
+    description: str = "semisup",
+    quiet: bool = True,
 ) -> CurveResult:
-    """Fine-tune `runs` copies of `backbone` + fresh heads; accuracy (runs, S).
+    """Fine-tune `config.runs` copies of `backbone` + fresh heads; accuracy (runs, S).
 
     Args:
         backbone: (N, 3, H, W) -> (N, feature_dim); copied per run, never modified.
-        train_images / test_images: uint8 (N, 3, S, S) / (M, 3, S, S); labels (N,) / (M,).
+        train / test: uint8 images (N, 3, S, S) / (M, 3, S, S) with labels in [0, C).
+        description, quiet: the progress bar's label, and whether to hide it.
     Returns:
         CurveResult with the best run's head and fine-tuned backbone state.
+    Raises:
+        Interrupted after the current step on SIGINT/SIGTERM; TempoError on a nan/inf loss.
     """
-    from tempo_cli.data.transforms import normalize_uint8
-    from tempo_cli.models.classifier import Classifier
-
     start = time.perf_counter()
     device = torch.device(device)
-    steps = steps_tensor(iterations, eval_every)
-    test_bs = REFERENCE_TEST_BATCH if bn_stats == "batch" else 128
-    n = train_images.shape[0]
-    acc = torch.zeros(runs, len(steps))
+    steps = steps_tensor(config.iterations, config.eval_every)
+    acc = torch.zeros(config.runs, len(steps))
     best: tuple[float, int, dict[str, Tensor], nn.Linear] | None = None
-    done = 0
-    for run in range(runs):
-        g = run_generator(seed, run)
-        order = torch.randperm(n, generator=g)
-        w0, b0 = init_head(num_classes, feature_dim, g)
-        linear = nn.Linear(feature_dim, num_classes)
-        with torch.no_grad():
-            linear.weight.copy_(w0)
-            linear.bias.copy_(b0)
-        model = Classifier(copy.deepcopy(backbone), linear).to(device).train()
-        opt = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
-        loss_fn = nn.CrossEntropyLoss()
-        col = 0
-        acc[run, col] = _accuracy(model, test_images, test_labels, device, bn_stats, test_bs)
-        col += 1
-        pos = 0
-        for it in range(1, iterations + 1):
-            if pos >= n:  # a new pass: reshuffle, as a shuffled DataLoader
-                order = torch.randperm(n, generator=g)
-                pos = 0
-            idx = order[pos : pos + batch_size]
-            pos += batch_size
-            x = normalize_uint8(train_images[idx].to(device))
-            y = train_labels[idx].to(device)
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            opt.step()
-            if col < len(steps) and it == int(steps[col]):
-                acc[run, col] = _accuracy(
-                    model, test_images, test_labels, device, bn_stats, test_bs
-                )
-                col += 1
-            done += 1
-            if progress is not None:
-                progress(done)
-        final = float(acc[run, -1])
-        if best is None or final > best[0]:
-            state = {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
-            best = (final, run, state, copy.deepcopy(model.linear).cpu())
-    assert best is not None
+    total, every = config.runs * config.iterations, readback_every(device)
+    with (
+        StopRequest() as stop,
+        StepLogger(None, total=total, description=description, quiet=quiet, every=every) as log,
+    ):
+        job = _Finetuning(
+            backbone, feature_dim, num_classes, train, test, config, steps, device, log, stop
+        )
+        for r in range(config.runs):
+            acc[r], model = job.run(r)
+            final = float(acc[r, -1])
+            if best is None or final > best[0]:
+                state = {
+                    k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()
+                }
+                best = (final, r, state, copy.deepcopy(model.linear).cpu())
+    assert best is not None  # runs >= 1
     return CurveResult(
         protocol="semisup",
         checkpoint=checkpoint,
@@ -136,5 +201,32 @@ def finetune_curves(
         linear=best[3],
         backbone_state=best[2],
         seconds=time.perf_counter() - start,
-        extra={"train_images": n, "test_images": int(test_images.shape[0])},
+        extra={"train_images": len(train), "test_images": len(test)},
     )
+
+
+class SemisupProtocol(EvalProtocol):
+    """`tempo eval semisup`: decoded images, the whole network fine-tuned per run."""
+
+    name = "semisup"
+    settings_cls = EvalSemisupSettings
+
+    def evaluate(self, task: Task) -> CurveResult:
+        model = task.checkpoint.model()
+        train, test = task.images(task.split), task.images("test")
+        if train.class_names != test.class_names:
+            raise TempoError(f"train and test splits of {task.root} list different classes")
+        settings = cast(EvalSemisupSettings, task.settings)  # the registry pairs them
+        return finetune_curves(
+            model.backbone,
+            model.feature_dim,
+            Images(train.images, train.labels),
+            Images(test.images, test.labels),
+            len(train.class_names),
+            ProbeConfig.from_settings(settings),
+            checkpoint=task.label,
+            samples_pc=task.samples_pc,
+            device=task.device,
+            description=task.description(self.name),
+            quiet=settings.quiet,
+        )

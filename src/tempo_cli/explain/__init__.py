@@ -4,6 +4,8 @@
 - `adversarial.run(settings)`: `tempo explain adversarial` (noise levels or FGSM/PGD).
 - `relevance.run(settings)`: `tempo explain relevance` (relative relevance, SPEC.md).
 
-Shared pieces: `common` (images, classifiers), `attribution` (zennit LRP, captum),
-`figures` (PNG heatmaps, contact sheets, plots).
+Shared pieces: `inputs` (the split and the classifiers of a command, read through `data/`
+and `models/classifier.py`), `attribution` (the `METHODS` registry: zennit LRP, captum),
+`attacks` (the `ATTACKS` registry: noise, FGSM, PGD), `figures` (PNG heatmaps, contact
+sheets, plots).
 """

@@ -1,24 +1,33 @@
 """Heatmaps: zennit LRP (SPEC.md) and, for comparison, captum attributions.
 
+Methods are small registered objects: `METHODS` maps the `--method` name to an
+`Attribution`; adding one is a class with `relevance()` plus one line in `METHODS` (and
+the name in the settings' `Literal`, which a test keeps equal to `METHODS`).
+
 LRP: composite `EpsilonPlusFlat` with `ResNetCanonizer` (merges BatchNorm into the
 convolutions and makes the residual additions explicit, which captum's LRP gets wrong),
 attributor `Gradient` seeded with the one-hot of the predicted class. The heatmap is the
 input relevance summed over the colour channels, signed.
 
-All functions take ImageNet-normalised inputs (N, 3, H, W) and a classifier that maps them
-to logits (N, C); they return heatmaps (N, H, W) and the predicted classes (N,), on CPU.
+All methods take ImageNet-normalised inputs (N, 3, H, W) and a classifier that maps them
+to logits (N, C); `attribute` returns heatmaps (N, H, W) and the predicted classes (N,).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
-from tempo_cli.explain.common import batches
+from tempo_cli.data.transforms import normalize
 
-METHODS = ("lrp", "integrated-gradients", "saliency")
+
+def batches(n: int, batch_size: int) -> Iterator[slice]:
+    """Consecutive slices covering range(n)."""
+    for start in range(0, n, batch_size):
+        yield slice(start, min(n, start + batch_size))
 
 
 def one_hot_of_prediction(output: torch.Tensor) -> torch.Tensor:
@@ -46,35 +55,75 @@ def lrp_relevance(classifier: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
     return relevance.detach(), output.detach()
 
 
-def _captum(
-    classifier: nn.Module, x: torch.Tensor, method: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """captum integrated gradients (baseline 0 = the mean image) or saliency (|grad|)."""
-    from captum.attr import IntegratedGradients, Saliency
+class Attribution(ABC):
+    """A `--method`: per-pixel relevance for the predicted class of each image."""
 
-    with torch.no_grad():
-        logits = classifier(x)
-    target = logits.argmax(1)
-    x = x.detach().clone().requires_grad_(True)  # captum warns when it has to do this
-    if method == "integrated-gradients":
-        attr = IntegratedGradients(classifier).attribute(
+    @abstractmethod
+    def relevance(
+        self, classifier: nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised images (N, 3, H, W) -> relevance (N, 3, H, W) and logits (N, C)."""
+
+
+class LRP(Attribution):
+    """zennit LRP, EpsilonPlusFlat with the ResNet canonizer (the study's heatmaps)."""
+
+    def relevance(
+        self, classifier: nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return lrp_relevance(classifier, x)
+
+
+class _Captum(Attribution):
+    """A captum attribution of the predicted class."""
+
+    def relevance(
+        self, classifier: nn.Module, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            logits = classifier(x)
+        x = x.detach().clone().requires_grad_(True)  # captum warns when it has to do this
+        return self.attribute(classifier, x, logits.argmax(1)).detach(), logits
+
+    @abstractmethod
+    def attribute(self, classifier: nn.Module, x: torch.Tensor, target: torch.Tensor):
+        """captum's attribution (N, 3, H, W) of classes `target` (N,)."""
+
+
+class IntegratedGradients(_Captum):
+    """captum integrated gradients, 32 steps, baseline 0 (the mean image once normalised)."""
+
+    def attribute(self, classifier: nn.Module, x: torch.Tensor, target: torch.Tensor):
+        from captum.attr import IntegratedGradients as CaptumIG
+
+        return CaptumIG(classifier).attribute(
             x, baselines=torch.zeros_like(x), target=target, n_steps=32
         )
-    else:
-        attr = Saliency(classifier).attribute(x, target=target, abs=True)
-    return attr.detach(), logits
+
+
+class Saliency(_Captum):
+    """captum saliency: |gradient| of the class score."""
+
+    def attribute(self, classifier: nn.Module, x: torch.Tensor, target: torch.Tensor):
+        from captum.attr import Saliency as CaptumSaliency
+
+        return CaptumSaliency(classifier).attribute(x, target=target, abs=True)
+
+
+METHODS: dict[str, Attribution] = {
+    "lrp": LRP(),
+    "integrated-gradients": IntegratedGradients(),
+    "saliency": Saliency(),
+}
 
 
 def attribute(
     classifier: nn.Module, x: torch.Tensor, method: str = "lrp"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Heatmaps (N, H, W) (channel sum) and predictions (N,) of one batch `x` (N,3,H,W)."""
-    if method == "lrp":
-        rel, logits = lrp_relevance(classifier, x)
-    elif method in METHODS:
-        rel, logits = _captum(classifier, x, method)
-    else:  # settings validate this; a clear error for library callers
-        raise ValueError(f"unknown attribution method {method!r}; one of {METHODS}")
+    """Heatmaps (N, H, W) (channel sum) and predictions (N,) of one batch `x` (N,3,H,W), CPU."""
+    if method not in METHODS:  # settings validate this; a clear error for library callers
+        raise ValueError(f"unknown attribution method {method!r}; one of {tuple(METHODS)}")
+    rel, logits = METHODS[method].relevance(classifier, x)
     return rel.sum(1).cpu(), logits.argmax(1).cpu()
 
 
@@ -91,8 +140,6 @@ def heatmaps(
     Returns heatmaps float32 (N, H, W) and predictions LongTensor (N,), on CPU.
     `on_batch(n)` is called after each batch (progress bars).
     """
-    from tempo_cli.explain.common import normalize
-
     maps, preds = [], []
     for s in batches(pixels.shape[0], batch_size):
         h, p = attribute(classifier, normalize(pixels[s].to(device)), method)

@@ -119,25 +119,25 @@ def level_figure(
     maps: Sequence[Sequence[torch.Tensor]],
     predictions: Sequence[Sequence[str]],
     model_names: Sequence[str],
-    attack: str = "noise",
+    label: str = "Noise level",
+    per_model_images: bool = False,
 ) -> Figure:
     """The study's noise figure for one image.
 
-    Noise: row 1 the noisy images titled "Noise level: x"; then per model a row of its LRP
-    heatmaps titled "Prediction: <LETTER>". Gradient attacks perturb each model's input
-    differently, so each model gets its own row of attacked images above its heatmaps.
+    Noise: row 1 the noisy images titled "Noise level: x" (`label`); then per model a row
+    of its LRP heatmaps titled "Prediction: <LETTER>". Gradient attacks perturb each
+    model's input differently (`per_model_images`), so each model gets its own row of
+    attacked images above its heatmaps.
 
     Args:
-        images: noise: one entry, (L, 3, H, W); attacks: one entry per model.
+        images: one entry (L, 3, H, W), or one per model with `per_model_images`.
         maps: per model, heatmaps (L, H, W).
         predictions: per model, L predicted class names.
     """
     cols = len(levels)
-    per_model_images = attack != "noise"
     rows = len(maps) * (2 if per_model_images else 1) + (0 if per_model_images else 1)
     fig = Figure(figsize=(2.0 * cols, 2.15 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
-    label = "Noise level" if attack == "noise" else f"{attack.upper()} epsilon"
     r = 0
     for m in range(len(maps)):
         if m == 0 or per_model_images:

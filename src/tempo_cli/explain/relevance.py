@@ -20,25 +20,24 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
 from tempo_cli import atomic
+from tempo_cli.data.labelled import LabelledSplit
+from tempo_cli.data.transforms import NEAREST, resize_crop
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.explain import figures
 from tempo_cli.explain.attribution import heatmaps
-from tempo_cli.explain.common import (
-    ExplainImages,
-    load_classifiers,
-    load_images,
-)
+from tempo_cli.explain.inputs import load_inputs
+from tempo_cli.models.classifier import LoadedClassifier
 from tempo_cli.report.progress import ProgressBar, log
 from tempo_cli.report.run_dir import RunDir
 from tempo_cli.runtime import resolve_device, seed_everything
@@ -73,10 +72,7 @@ def load_mask(path: Path, size: int) -> torch.Tensor:
         raise TempoError(
             f"cannot read mask {path} ({type(e).__name__}: {e}); replace or delete the file"
         ) from None
-    image = F.resize(image, size, interpolation=InterpolationMode.NEAREST)
-    if image.size != (size, size):
-        image = F.center_crop(image, [size, size])
-    gray = F.to_tensor(image.convert("L"))[0]  # (S, S) in [0, 1]
+    gray = F.to_tensor(resize_crop(image, size, NEAREST).convert("L"))[0]  # (S, S) in [0, 1]
     return fatten(gray)
 
 
@@ -140,7 +136,7 @@ def resolve_masks_dir(masks: str | None, data_root: Path) -> tuple[Path, bool]:
 
 
 def match_masks(
-    images: ExplainImages, masks_dir: Path, plain: bool = True, quiet: bool = False
+    images: LabelledSplit, masks_dir: Path, plain: bool = True, quiet: bool = False
 ) -> tuple[list[int], list[Path], list[str]]:
     """Indices of images with a mask, their mask paths, and the IDs without one."""
     found = find_masks(masks_dir, images.split, plain=plain, exclude=images.paths)
@@ -190,64 +186,84 @@ def _print_table(records: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
+def _model_rr(
+    model: LoadedClassifier,
+    images: LabelledSplit,
+    keep: list[int],
+    masks: torch.Tensor,
+    settings: ExplainRelevanceSettings,
+    device: torch.device,
+    on_batch: Callable[[int], None],
+) -> tuple[np.ndarray, list[dict[str, Any]], dict[str, Any]]:
+    """RR (len(keep),) of one model, its CSV rows and its metrics.json record.
+
+    masks: bool (len(keep), S, S), the hand masks of the images `keep`.
+    """
+    model.to(device)
+    maps, preds = heatmaps(
+        model.classifier,
+        images.pixels(keep),
+        settings.method,
+        settings.batch_size,
+        device,
+        on_batch,
+    )
+    model.to(torch.device("cpu"))
+    rr = relative_relevance(maps, masks).numpy()
+    means = maps.double().mean(dim=(1, 2)).numpy()
+    ids, labels = images.ids, images.label_names
+    rows = [
+        {
+            "index": i,
+            "id": ids[i],
+            "label": labels[i],
+            "model": model.name,
+            "checkpoint": model.checkpoint,
+            "prediction": model.class_names[int(preds[j])],
+            "rr": f"{rr[j]:.8g}",
+            "relevance_mean": f"{means[j]:.8g}",
+        }
+        for j, i in enumerate(keep)
+    ]
+    finite = rr[np.isfinite(rr)]
+    record = {
+        "checkpoint": model.checkpoint,
+        "name": model.name,
+        "rr_mean": float(finite.mean()) if finite.size else float("nan"),
+        "rr_std": float(finite.std()) if finite.size else float("nan"),
+        "n": int(finite.size),
+        "nonfinite": int(rr.size - finite.size),
+    }
+    return rr, rows, record
+
+
 def run(settings: ExplainRelevanceSettings) -> dict[str, Any]:
     """Compute RR for every image with a mask and every model; returns the metrics."""
     seed_everything(settings.seed)
     device = resolve_device(settings.device)
-    images = load_images(settings.data, settings.split, settings.image_size, settings.quiet)
+    inputs = load_inputs(settings)
+    images, models = inputs.images, inputs.models
     masks_dir, plain = resolve_masks_dir(settings.masks, images.root)
     keep, mask_paths, missing = match_masks(images, masks_dir, plain, settings.quiet)
-    models = load_classifiers(settings.path, settings.compare, images.class_names, settings.quiet)
     run_dir = RunDir(settings, root=settings.out)
     run_dir.save_config(settings)
 
-    masks = torch.stack([load_mask(p, settings.image_size) for p in mask_paths])
-    pixels = images.pixels(keep)
+    masks = torch.stack([load_mask(p, inputs.image_size) for p in mask_paths])
     rows: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     values: dict[str, np.ndarray] = {}
     with ProgressBar(len(keep) * len(models), "relevance", settings.quiet) as bar:
         for model in models:
-            model.to(device)
-            maps, preds = heatmaps(
-                model.classifier,
-                pixels,
-                settings.method,
-                settings.batch_size,
-                device,
-                on_batch=lambda k, name=model.name: bar.advance(k, model=name),
+            advance = partial(bar.advance, model=model.name)
+            rr, model_rows, record = _model_rr(
+                model, images, keep, masks, settings, device, advance
             )
-            model.to(torch.device("cpu"))
-            rr = relative_relevance(maps, masks).numpy()
-            means = maps.double().mean(dim=(1, 2)).numpy()
-            for j, i in enumerate(keep):
-                rows.append(
-                    {
-                        "index": i,
-                        "id": images.ids[i],
-                        "label": images.labels[i],
-                        "model": model.name,
-                        "checkpoint": model.checkpoint,
-                        "prediction": model.class_names[int(preds[j])],
-                        "rr": f"{rr[j]:.8g}",
-                        "relevance_mean": f"{means[j]:.8g}",
-                    }
-                )
-            finite = rr[np.isfinite(rr)]
-            records.append(
-                {
-                    "checkpoint": model.checkpoint,
-                    "name": model.name,
-                    "rr_mean": float(finite.mean()) if finite.size else float("nan"),
-                    "rr_std": float(finite.std()) if finite.size else float("nan"),
-                    "n": int(finite.size),
-                    "nonfinite": int(rr.size - finite.size),
-                }
-            )
+            rows += model_rows
+            records.append(record)
             values[model.name] = rr
             log(
-                f"{model.name}: RR {records[-1]['rr_mean']:.4f} ± {records[-1]['rr_std']:.4f} "
-                f"over {finite.size} images",
+                f"{model.name}: RR {record['rr_mean']:.4f} ± {record['rr_std']:.4f} "
+                f"over {record['n']} images",
                 settings.quiet,
             )
 

@@ -22,10 +22,10 @@ from torch import nn
 from torchvision import models as tvm
 
 from tempo_cli.errors import TempoError, UsageError
+from tempo_cli.places import NAMED_BASELINES
 
 ARCHS: tuple[str, ...] = ("resnet18", "resnet34", "resnet50")
 FEATURE_DIM: dict[str, int] = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
-INITS: tuple[str, ...] = ("random", "imagenet")
 
 # The torchvision weights the reference used (`pretrained=True` = IMAGENET1K_V1).
 _WEIGHTS = {
@@ -121,7 +121,7 @@ def build_resnet(arch: str = "resnet34", init: str = "random") -> tvm.ResNet:
         ResNet; forward (N, 3, H, W) float -> (N, FEATURE_DIM[arch]).
     """
     check_arch(arch)
-    if init not in INITS:
+    if init not in NAMED_BASELINES:
         raise UsageError("--init", init, "allowed: imagenet, random or a checkpoint path")
     model = _BUILDERS[arch](weights=None)
     if init == "imagenet":

@@ -41,12 +41,3 @@ def head_dims(arch: str) -> tuple[int, int, int]:
 def head_for(arch: str) -> ProjectionHead:
     """The reference projection head for `arch`."""
     return ProjectionHead(*head_dims(arch))
-
-
-def head_from_state(state: dict[str, torch.Tensor]) -> ProjectionHead:
-    """Build a ProjectionHead whose shapes match a state dict keyed `0.weight` ... `6.bias`."""
-    hidden, in_dim = state["0.weight"].shape
-    out_dim = state["6.weight"].shape[0]
-    head = ProjectionHead(int(in_dim), int(hidden), int(out_dim))
-    head.load_state_dict(state)
-    return head

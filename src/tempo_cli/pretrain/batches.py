@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from tempo_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tempo_cli.data.transforms import normalize
 
 IndexBatch = tuple[torch.Tensor, torch.Tensor]
 Uint8Batch = tuple[torch.Tensor, torch.Tensor]
@@ -110,12 +110,9 @@ class Normalizer:
     def __init__(self, device: torch.device, channels_last: bool = False) -> None:
         self.device = device
         self.channels_last = channels_last
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        # Same operations, in the same order, as ToTensor() + Normalize().
-        return x.float().div_(255.0).sub_(self.mean).div_(self.std)
+        return normalize(x)  # the one normalisation (data.transforms): ToTensor + Normalize

@@ -56,6 +56,20 @@ class DistInfo:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return tuple(bool(v) for v in t.tolist())
 
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Average BatchNorm running statistics over the ranks (all ranks call this).
+
+        DDP broadcasts rank 0's buffers before each forward, but the last forward of a
+        stretch updates every rank's own copy; averaging makes the ranks identical and
+        lets every rank's frames count in the saved statistics.
+        """
+        if not self.distributed:
+            return
+        for b in module.buffers():
+            if b.is_floating_point():
+                dist.all_reduce(b, op=dist.ReduceOp.SUM)
+                b.div_(self.world_size)
+
     def close(self) -> None:
         if self.created and dist.is_initialized():
             dist.destroy_process_group()

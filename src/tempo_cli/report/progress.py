@@ -61,6 +61,11 @@ class ProgressBar:
             info = "  ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
             self._progress.update(self._task, advance=n, info=info)
 
+    def advance_to(self, done: int) -> None:
+        """Show `done` steps finished (for callbacks that report a running total)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

@@ -6,7 +6,6 @@ Every file is written atomically. In a distributed run only rank 0 writes
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,7 +94,3 @@ class RunDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    return json.loads((Path(path) / "metrics.json").read_text())

@@ -35,20 +35,3 @@ def accuracy_table(results: Sequence[dict[str, Any]], title: str = "test accurac
     for name in rows:
         table.add_row(name, *(cells.get((name, c), "-") for c in cols))
     return table
-
-
-def table_text(table: Table, width: int = 120) -> str:
-    """The table rendered as plain text (for logs and tests)."""
-    from rich.console import Console
-
-    console = Console(width=width, record=True, file=_Null())
-    console.print(table)
-    return console.export_text()
-
-
-class _Null:
-    def write(self, s: str) -> int:
-        return len(s)
-
-    def flush(self) -> None:
-        pass

@@ -23,6 +23,11 @@ from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.report.progress import log
 from tempo_cli.report.run_dir import RunDir
 from tempo_cli.settings.segment import SegmentSettings
+from tempo_cli.training.resume import merge_resumed_settings
+
+#: Fields that describe how this invocation runs, not what is trained: `--resume` never
+#: takes them from the checkpoint.
+RUNTIME_FIELDS = frozenset({"name", "quiet", "debug", "resume", "device"})
 
 # A dataset root of the ASL layout -> its instance-segmentation sibling.
 _MASK_SIBLINGS = {"demo": "demo_mask", "ASL-big": "ASL_mask"}
@@ -54,7 +59,7 @@ def _labels(paths: list[str]) -> list[str]:
     """Short unique folder names for the backbones of a comparison."""
     out: list[str] = []
     for p in paths:
-        stem = Path(p).stem if p not in ("random", "imagenet") else p
+        stem = p if places.is_named_baseline(p) else Path(p).stem
         label = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "backbone"
         base, k = label, 2
         while label in out:
@@ -72,44 +77,44 @@ def _check(settings: SegmentSettings) -> None:
         raise UsageError("--path", settings.path, "each backbone at most once")
 
 
+def _resumed(settings: SegmentSettings) -> tuple[SegmentSettings, Any, Path | None]:
+    """`--resume`: (the run's saved settings with the options given now, the engine's
+    resume state, the run folder to continue in: the one holding the checkpoint)."""
+    from tempo_cli.segment.engines import ENGINES
+
+    if not settings.resume:
+        return settings, None, None
+    ckpt = Path(settings.resume).expanduser()
+    saved, state = ENGINES[settings.engine].restore(ckpt)
+    settings = merge_resumed_settings(settings, saved, RUNTIME_FIELDS)
+    run_root = None
+    for folder in (ckpt.parent, ckpt.parent.parent):  # last.pt, detectron2/model_*.pth
+        if settings.name is None and (folder / "config.json").is_file():
+            run_root = folder  # continue the run in its own folder
+            break
+    return settings, state, run_root
+
+
 def run(settings: SegmentSettings) -> dict[str, Any]:
     """Run `tempo segment` and return the metrics written to `runs/<name>/metrics.json`."""
-    _check(settings)
-    if settings.engine == "detectron2":
-        from tempo_cli.segment.detectron2_engine import require_detectron2
-
-        require_detectron2()  # one-line TempoError when it is not installed
     from tempo_cli.runtime import resolve_device
+    from tempo_cli.segment.engines import ENGINES
 
+    _check(settings)
+    ENGINES[settings.engine].require()  # one-line TempoError when it is not installed
+    settings, resume_state, run_root = _resumed(settings)
+    engine = ENGINES[settings.engine]
     device = resolve_device(settings.device)
     root = resolve_segment_data(settings.data)
     train_split, test_split = load_coco_dataset(root)
-
-    resume_state = None
-    run_root: Path | None = None
-    if settings.resume:
-        if settings.engine == "torchvision":
-            from tempo_cli.segment.train import load_checkpoint
-
-            resume_state = load_checkpoint(settings.resume)
-            if resume_state["category_ids"] != train_split.category_ids:
-                raise TempoError(
-                    f"{settings.resume} was trained on {len(resume_state['category_ids'])} "
-                    f"categories, {root} has {len(train_split.category_ids)}; use the same --data"
-                )
-        ckpt = Path(settings.resume)
-        for folder in (ckpt.parent, ckpt.parent.parent):  # last.pt, detectron2/model_*.pth
-            if settings.name is None and (folder / "config.json").is_file():
-                run_root = folder  # continue the run in its own folder
-                break
-    paths = settings.path or [str(resume_state["backbone"]) if resume_state else "resume"]
+    paths = settings.path or ["resume"]
 
     run_dir = RunDir(settings, root=run_root)
     run_dir.save_config(settings)
-    run_dir.update_metrics(engine=settings.engine, data=str(root))
+    run_dir.update_metrics(engine=engine.name, data=str(root))
     log(
         f"segment: {len(train_split.image_ids)} train / {len(test_split.image_ids)} test images, "
-        f"{train_split.num_classes} categories from {root}; engine {settings.engine}; "
+        f"{train_split.num_classes} categories from {root}; engine {engine.name}; "
         f"run folder {run_dir.path}",
         settings.quiet,
     )
@@ -120,7 +125,7 @@ def run(settings: SegmentSettings) -> dict[str, Any]:
         records = []
         for label, path in zip(_labels(paths), paths, strict=True):
             sub = RunDir(settings, root=run_dir.path / label)
-            sub.save_config(settings)
+            sub.save_config(settings.model_copy(update={"path": [path]}))  # resumable alone
             with sub:
                 record = _one(settings, path, root, train_split, test_split, sub, device, None)
             records.append({"label": label, "run_dir": str(sub.path), **record})
@@ -148,58 +153,15 @@ def _one(
     test_split: Any,
     run_dir: RunDir,
     device: Any,
-    resume_state: dict[str, Any] | None,
+    resume_state: Any,
 ) -> dict[str, Any]:
     """Train and evaluate from one backbone with the chosen engine; returns its record."""
     from tempo_cli.runtime import seed_everything
+    from tempo_cli.segment.engines import ENGINES, SegmentJob
 
     seed_everything(settings.seed)
-    if settings.engine == "detectron2":
-        from tempo_cli.segment.detectron2_engine import train_detectron2
-
-        return train_detectron2(settings, path, root, train_split, test_split, run_dir, device)
-
-    from tempo_cli.segment.model import ModelSpec
-    from tempo_cli.segment.train import make_data, train_backbone
-
-    data = make_data(root, train_split, test_split, settings.train_images, settings.eval_images)
-    if resume_state is not None:
-        saved = dict(resume_state["model_spec"])
-        # Options that change speed, not the weights, follow the command line when given.
-        for key in ("image_size", "roi_batch_size", "proposals"):
-            if key in settings.model_fields_set:
-                saved[key] = getattr(settings, key)
-        spec = ModelSpec(**saved)
-        body_state = None
-    else:
-        arch, body_state = backbone_state(path, settings.backbone)
-        is_random = path == "random" and not Path(path).exists()
-        spec = ModelSpec(
-            arch=arch,
-            num_classes=train_split.num_classes,
-            image_size=settings.image_size,
-            trainable_layers=settings.trainable_layers
-            if settings.trainable_layers is not None
-            else (5 if is_random else 3),
-            frozen_bn={"frozen": True, "batch": False}.get(settings.norm, not is_random),
-            roi_batch_size=settings.roi_batch_size,
-            proposals=settings.proposals,
-        )
-        if spec.arch not in ("resnet18", "resnet34", "resnet50"):
-            raise TempoError(f"{path}: a {spec.arch} backbone; Mask R-CNN takes ResNet-18/34/50")
-        # Seeded again after the backbone is read (`random` draws from the RNG): the FPN
-        # and the heads then start identical for every backbone of a comparison.
-        seed_everything(settings.seed)
-    return train_backbone(
-        settings,
-        data,
-        run_dir,
-        device,
-        backbone=path,
-        body_state=body_state,
-        spec=spec,
-        resume=resume_state,
-    )
+    job = SegmentJob(settings, path, root, train_split, test_split, run_dir, device)
+    return ENGINES[settings.engine].train(job, resume_state)
 
 
 def backbone_state(path: str, arch: str) -> tuple[str, dict[str, Any]]:
@@ -209,7 +171,7 @@ def backbone_state(path: str, arch: str) -> tuple[str, dict[str, Any]]:
     """
     from tempo_cli.models.checkpoint import load_resnet_state
 
-    named = path in ("random", "imagenet") and not Path(path).exists()
+    named = places.is_named_baseline(path)
     if not named and not places.resolve_checkpoint(path).exists():
         raise TempoError(
             f"--path {path}: not found (nor in {places.model_dir()}); give a checkpoint file, "

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tempo_cli import atomic
+from tempo_cli import atomic, places
 from tempo_cli.data.coco import CocoSplit
 from tempo_cli.errors import TempoError
 from tempo_cli.report.progress import log
@@ -31,8 +31,45 @@ from tempo_cli.segment.evaluation import iterations_to_fraction
 from tempo_cli.segment.model import PIXEL_MEAN, PIXEL_STD, sizes
 from tempo_cli.settings.segment import SegmentSettings
 
+if TYPE_CHECKING:
+    from tempo_cli.segment.engines import SegmentJob
+
 CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
 INSTALL = "pip install 'git+https://github.com/facebookresearch/detectron2.git'"
+
+
+class Detectron2Engine:
+    """`--engine detectron2` (optional dependency)."""
+
+    name = "detectron2"
+
+    def available(self) -> bool:
+        try:
+            require_detectron2()
+        except TempoError:
+            return False
+        return True
+
+    def require(self) -> None:
+        """TempoError (one line) unless detectron2 imports."""
+        require_detectron2()
+
+    def restore(self, resume: Path) -> tuple[dict[str, Any], None]:
+        """(the run's settings from its config.json, nothing): `--resume` takes one of
+        detectron2's own `runs/<name>/detectron2/model_*.pth`, which detectron2 reloads."""
+        for folder in (resume.parent, resume.parent.parent):
+            config = folder / "config.json"
+            if config.is_file():
+                saved = json.loads(config.read_text())
+                if saved.get("command") == "segment":
+                    return saved, None
+        return {}, None
+
+    def train(self, job: SegmentJob, resumed: None) -> dict[str, Any]:
+        return train_detectron2(job)
+
+
+ENGINE = Detectron2Engine()
 
 
 def require_detectron2() -> None:
@@ -136,36 +173,47 @@ def _ap(results: dict[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def train_detectron2(
-    settings: SegmentSettings,
-    path: str,
-    root: Path,
-    train_split: CocoSplit,
-    test_split: CocoSplit,
-    run_dir: RunDir,
-    device: torch.device,
-) -> dict[str, Any]:
+def train_detectron2(job: SegmentJob) -> dict[str, Any]:
     """Train and evaluate through detectron2; returns the same record as the torchvision
     engine ({checkpoint, evals, iterations_to_90pct_final_segm_AP, final, ...})."""
+    settings, path, run_dir = job.settings, job.path, job.run_dir
     require_detectron2()
-    from detectron2.engine import DefaultTrainer, HookBase
-    from detectron2.evaluation import COCOEvaluator
-    from detectron2.utils.events import get_event_storage
+    cfg, test_name = _prepare(job)
+    evals: list[dict[str, Any]] = []
+    if settings.resume and (run_dir.path / "metrics.json").is_file():
+        # Continuing in the same run folder: keep the evaluations made before.
+        evals = list(json.loads((run_dir.path / "metrics.json").read_text()).get("evals", []))
+    trainer_cls, hook = _trainer_class(settings, path, run_dir, evals)
+    trainer = trainer_cls(cfg)
+    trainer.register_hooks([hook])
+    trainer.resume_or_load(resume=False)
+    if settings.resume:
+        trainer.checkpointer.load(str(settings.resume))  # model, optimizer, scheduler, iter
+        trainer.start_iter = trainer.iter + 1
+        evals[:] = [e for e in evals if e["iteration"] <= trainer.start_iter]
+    trainer.train()
+    return _finish(settings, path, cfg, trainer, test_name, run_dir, evals)
 
+
+def _prepare(job: SegmentJob) -> tuple[Any, str]:
+    """Register the validated splits, write the backbone as .pkl -> (config, test set name)."""
+    from tempo_cli.segment.batches import make_data
     from tempo_cli.segment.core import backbone_state
-    from tempo_cli.segment.train import make_data
+    from tempo_cli.segment.train import auto_freezing
 
-    data = make_data(root, train_split, test_split, settings.train_images, settings.eval_images)
+    settings, path, run_dir, train_split = job.settings, job.path, job.run_dir, job.train_split
+    data = make_data(
+        job.root, train_split, job.test_split, settings.train_images, settings.eval_images
+    )
     coco_dir = run_dir.path / "coco"
     train_json = write_split_json(train_split, data.train.image_ids, coco_dir / "train.json")
-    test_json = write_split_json(test_split, data.test.image_ids, coco_dir / "test.json")
+    test_json = write_split_json(job.test_split, data.test.image_ids, coco_dir / "test.json")
     tag = f"tempo_{abs(hash(str(run_dir.path))) % 10**8}"
     _register(f"{tag}_train", train_json, train_split.image_root)
-    _register(f"{tag}_test", test_json, test_split.image_root)
+    _register(f"{tag}_test", test_json, job.test_split.image_root)
 
-    is_random = path == "random" and not Path(path).exists()
     weights = ""
-    if settings.resume is None and not is_random:
+    if settings.resume is None and not (places.is_named_baseline(path) and path == "random"):
         from tempo_cli.models.detectron2_format import save_detectron2_pkl
 
         arch, state = backbone_state(path, "resnet50")
@@ -175,23 +223,27 @@ def train_detectron2(
                 "(the torchvision engine also takes ResNet-18/34)"
             )
         weights = str(save_detectron2_pkl(run_dir.path / "backbone.pkl", state))
-    trainable = settings.trainable_layers
-    if trainable is None:
-        trainable = 5 if is_random else 3
-    frozen_bn = {"frozen": True, "batch": False}.get(settings.norm, not is_random)
+    trainable, frozen_bn = auto_freezing(settings, path)
     cfg = build_config(
         settings, num_classes=train_split.num_classes, weights=weights,
         train_name=f"{tag}_train", test_name=f"{tag}_test",
-        output_dir=run_dir.path / "detectron2", device=device, frozen_bn=frozen_bn,
+        output_dir=run_dir.path / "detectron2", device=job.device, frozen_bn=frozen_bn,
         trainable_layers=trainable,
     )  # fmt: skip
+    return cfg, f"{tag}_test"
+
+
+def _trainer_class(
+    settings: SegmentSettings, path: str, run_dir: RunDir, evals: list[dict[str, Any]]
+) -> tuple[type, Any]:
+    """A DefaultTrainer whose periodic evaluations append to `evals` (and metrics.json,
+    TensorBoard), and the hook that copies its total loss to TensorBoard."""
+    from detectron2.engine import DefaultTrainer, HookBase
+    from detectron2.evaluation import COCOEvaluator
+    from detectron2.utils.events import get_event_storage
 
     tb = run_dir.tensorboard()
-    evals: list[dict[str, Any]] = []
-    losses: list[float] = []
-    if settings.resume and (run_dir.path / "metrics.json").is_file():
-        # Continuing in the same run folder: keep the evaluations made before.
-        evals = list(json.loads((run_dir.path / "metrics.json").read_text()).get("evals", []))
+    losses: list[float] = []  # since the previous evaluation
 
     class LossHook(HookBase):
         """Copies detectron2's total loss into the run's TensorBoard (`loss/total`)."""
@@ -217,18 +269,10 @@ def train_detectron2(
             ap = _ap(results)
             loss = sum(losses) / len(losses) if losses else None
             losses.clear()
-            evals.append(
-                {
-                    "iteration": iteration,
-                    "bbox_AP": ap["bbox_AP"],
-                    "segm_AP": ap["segm_AP"],
-                    "bbox_AP50": ap["bbox_AP50"],
-                    "segm_AP50": ap["segm_AP50"],
-                    "loss": loss,
-                }
-            )
+            keys = ("bbox_AP", "segm_AP", "bbox_AP50", "segm_AP50")
+            evals.append({"iteration": iteration, **{k: ap[k] for k in keys}, "loss": loss})
             if tb is not None:
-                for key in ("bbox_AP", "segm_AP", "bbox_AP50", "segm_AP50"):
+                for key in keys:
                     if ap[key] is not None:
                         tb.add_scalar(f"AP/{key}", ap[key], iteration)
                 tb.flush()
@@ -239,28 +283,27 @@ def train_detectron2(
             )
             return results
 
-    trainer = Trainer(cfg)
-    trainer.register_hooks([LossHook()])
-    trainer.resume_or_load(resume=False)
-    if settings.resume:
-        trainer.checkpointer.load(str(settings.resume))  # model, optimizer, scheduler, iter
-        trainer.start_iter = trainer.iter + 1
-        evals[:] = [e for e in evals if e["iteration"] <= trainer.start_iter]
-    trainer.train()
+    return Trainer, LossHook()
 
-    # Final evaluation at the reference's test threshold.
+
+def _finish(
+    settings: SegmentSettings,
+    path: str,
+    cfg: Any,
+    trainer: Any,
+    test_name: str,
+    run_dir: RunDir,
+    evals: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Final evaluation at the reference's test threshold; the run's record and ap.png."""
+    from detectron2.engine import DefaultTrainer
+    from detectron2.evaluation import COCOEvaluator
+
     model = trainer.model
     model = getattr(model, "module", model)
     model.roi_heads.box_predictor.test_score_thresh = settings.score_thresh
-    final = DefaultTrainer.test(
-        cfg,
-        model,
-        [
-            COCOEvaluator(
-                f"{tag}_test", output_dir=str(run_dir.path / "detectron2" / "inference_final")
-            )
-        ],
-    )
+    out = str(run_dir.path / "detectron2" / "inference_final")
+    final = DefaultTrainer.test(cfg, model, [COCOEvaluator(test_name, output_dir=out)])
     final_record = {
         "iteration": settings.max_iter,
         "score_thresh": settings.score_thresh,

@@ -14,9 +14,9 @@ from __future__ import annotations
 import sys
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -81,9 +81,11 @@ class CommandSettings(BaseSettings):
         validate_assignment=True,
     )
 
-    name: str | None = None
-    quiet: bool = False
-    debug: bool = False
+    name: str | None = Field(
+        None, description="Run folder name: runs/<name>/ (absent: the command and the time)."
+    )
+    quiet: bool = Field(False, description="No progress bars or per-epoch lines.")
+    debug: bool = Field(False, description="Show full tracebacks on errors (or TEMPO_DEBUG=1).")
 
     @classmethod
     def settings_customise_sources(
@@ -102,6 +104,64 @@ class CommandSettings(BaseSettings):
 
 
 T = TypeVar("T", bound=CommandSettings)
+
+#: The word of a default that depends on context (what it resolves to is in the field's help).
+AUTO = "auto"
+
+#: The ResNets tempo builds.
+Backbone = Literal["resnet18", "resnet34", "resnet50"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+def device_field() -> Any:
+    """The `--device` field of every command that computes."""
+    return Field(AUTO, description="cpu, cuda or mps; auto = cuda, else mps, else cpu.")
+
+
+def image_size_field(low: int, high: int) -> Any:
+    """The type of an `--image-size` that may be `auto`: a side in [low, high] pixels or "auto"."""
+    rule = f"a side in pixels between {low} and {high}, or auto"
+
+    def check(value: Any) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        try:
+            side = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(rule) from None
+        if isinstance(value, bool) or side != float(value) or not low <= side <= high:
+            raise ValueError(rule)
+        return side
+
+    return Annotated[int | Literal["auto"], BeforeValidator(check)]
+
+
+class RecordedImageSize:
+    """For settings whose `image_size` may be `auto`: the size the checkpoint records.
+
+    Every checkpoint tempo writes records the input size it was trained or probed at;
+    reference checkpoints (and `imagenet`, `random`) record none and get
+    `fallback_image_size`, the default from before sizes were recorded.
+    """
+
+    fallback_image_size: ClassVar[int] = 128
+    if TYPE_CHECKING:  # the field itself is declared by each settings class
+        image_size: int | str
+
+    def resolved_image_size(self, recorded: int | None) -> int:
+        """The explicit `--image-size`, else `recorded` (the checkpoint's), else the fallback."""
+        if self.image_size != AUTO:
+            return int(self.image_size)
+        return int(recorded) if recorded is not None else self.fallback_image_size
+
+    def image_size_warning(self, recorded: int | None, what: str = "the checkpoint") -> str | None:
+        """A one-line warning when an explicit size differs from the recorded one, else None."""
+        if self.image_size == AUTO or recorded is None or int(self.image_size) == int(recorded):
+            return None
+        return (
+            f"--image-size {self.image_size} differs from the {recorded} px {what} was trained "
+            f"at (--image-size auto uses {recorded})"
+        )
 
 
 def option_name(field: str) -> str:

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from tempo_cli.settings.base import CommandSettings
 
-TARGETS = ("asl", "models", "demo", "all")
 URL_SCHEMES = ("http", "https", "file")
 
 Target = Literal["asl", "models", "demo", "all"]
@@ -27,12 +26,24 @@ class DownloadSettings(CommandSettings):
 
     command: ClassVar[str] = "download"
 
-    target: Target = "all"
-    dest: Path | None = None
-    url: str | None = None
-    sha256: str | None = None
-    force: bool = False
-    seed: int = 0
+    target: Target = Field(
+        "all",
+        description="asl: the ASL datasets (ASL-big, ASL_mask) into the data dir; models: the "
+        "model zoo into the model dir; demo: generate the offline demo dataset; all: demo, asl "
+        "and models.",
+    )
+    dest: Path | None = Field(
+        None,
+        description="Put it here instead of the data dir (asl, demo) or the model dir (models).",
+    )
+    url: str | None = Field(
+        None,
+        description="Fetch the archive from this http(s):// or file:// URL instead of Google "
+        "Drive (a mirror, or an archive copied by hand). One target only.",
+    )
+    sha256: str | None = Field(None, description="Expected SHA-256 of the archive (64 hex digits).")
+    force: bool = Field(False, description="Download (or generate) again even if already present.")
+    seed: int = Field(0, description="Seed of the generated demo dataset.")
 
     @field_validator("url")
     @classmethod

@@ -13,11 +13,21 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from tempo_cli.settings.base import CommandSettings
+from tempo_cli.settings.base import (
+    AUTO,
+    Backbone,
+    CommandSettings,
+    Device,
+    RecordedImageSize,
+    device_field,
+    image_size_field,
+)
 
 #: Tokens of `--samples-pc` that mean the full `train` split.
 FULL_TOKENS = ("full", "all", "none", "train")
-BN_STATS = ("running", "batch")
+#: `--image-size auto` for a checkpoint that records no input size (the reference protocol).
+IMAGE_SIZE = 128
+ImageSize = image_size_field(8, 1024)
 
 
 def parse_samples_pc(value: str | None) -> list[int | None]:
@@ -62,21 +72,35 @@ def _canonical_samples_pc(value: Any) -> str | None:
     return ",".join(tokens)
 
 
-class EvalSettings(CommandSettings):
+class EvalSettings(RecordedImageSize, CommandSettings):
     """Options every `tempo eval` protocol shares."""
 
     command: ClassVar[str] = "eval"
+    fallback_image_size: ClassVar[int] = IMAGE_SIZE
 
     path: Annotated[list[str], NoDecode] = Field(
-        description="Checkpoints to evaluate: files, names in the model dir, imagenet, random."
+        description="Checkpoint to evaluate: a file, a name in the model dir, imagenet or random. "
+        "Repeat to compare several."
     )
-    data: str = "asl"
-    samples_pc: Annotated[str | None, NoDecode] = None
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
-    image_size: int = Field(128, ge=8, le=1024)
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    bn_stats: Literal["running", "batch"] = "running"
+    data: str = Field("asl", description="Dataset name or root with train[-N]/ and test/.")
+    samples_pc: Annotated[str, NoDecode] = Field(
+        "full",
+        description="Labelled samples per class: split train-N; a comma list sweeps "
+        "(e.g. 1,5,10,15,20; 'full' = train).",
+    )
+    backbone: Backbone = Field("resnet34", description="Architecture of --path random|imagenet.")
+    image_size: ImageSize = Field(
+        AUTO,
+        description="Shorter side resized to this, then center crop; auto = the size the "
+        f"checkpoint records, else {IMAGE_SIZE}.",
+    )
+    seed: int = Field(0, description="Seed.")
+    device: Device = device_field()
+    bn_stats: Literal["running", "batch"] = Field(
+        "running",
+        description="BatchNorm statistics: running (eval mode, standard) or batch (the "
+        "reference: train mode).",
+    )
 
     @field_validator("path", mode="before")
     @classmethod
@@ -98,31 +122,42 @@ class EvalSettings(CommandSettings):
         return parse_samples_pc(self.samples_pc)
 
 
-class EvalLinearSettings(EvalSettings):
+class EvalHeadSettings(EvalSettings):
+    """Options of the protocols that train a fresh linear head (linear, semisup)."""
+
+    runs: int = Field(10, ge=1, le=1000, description="Repetitions with fresh heads.")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate.")
+    save_model: str | None = Field(
+        None,
+        description="Write backbone + the best run's linear head + class names here (a "
+        "classifier for `tempo explain`); several results get -<checkpoint>-<N> suffixes.",
+    )
+
+
+# Said once, for the fields whose defaults differ between linear and semisup.
+_ITERATIONS = "SGD steps per run."
+_WEIGHT_DECAY = "SGD weight decay."
+
+
+class EvalLinearSettings(EvalHeadSettings):
     """`tempo eval linear`: frozen backbone, batched linear probes (SPEC.md)."""
 
     command: ClassVar[str] = "eval-linear"
 
-    runs: int = Field(10, ge=1, le=1000)
-    iterations: int = Field(3000, ge=1)
-    batch_size: int = Field(24, ge=1)
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    save_model: str | None = None
+    iterations: int = Field(3000, ge=1, description=_ITERATIONS)
+    batch_size: int = Field(24, ge=1, description="Training features per step.")
+    weight_decay: float = Field(1e-4, ge=0, description=_WEIGHT_DECAY)
 
 
-class EvalSemisupSettings(EvalSettings):
+class EvalSemisupSettings(EvalHeadSettings):
     """`tempo eval semisup`: fine-tune all parameters with a fresh linear head (SPEC.md)."""
 
     command: ClassVar[str] = "eval-semisup"
 
-    runs: int = Field(10, ge=1, le=1000)
-    iterations: int = Field(200, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(0.01, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    eval_every: int = Field(1, ge=1)
-    save_model: str | None = None
+    iterations: int = Field(200, ge=1, description=_ITERATIONS)
+    batch_size: int = Field(128, ge=1, description="Training images per step.")
+    weight_decay: float = Field(0.0, ge=0, description=_WEIGHT_DECAY)
+    eval_every: int = Field(1, ge=1, description="Test accuracy every K steps.")
 
 
 class EvalKnnSettings(EvalSettings):
@@ -130,5 +165,5 @@ class EvalKnnSettings(EvalSettings):
 
     command: ClassVar[str] = "eval-knn"
 
-    k: int = Field(20, ge=1)
-    temperature: float = Field(0.07, gt=0)
+    k: int = Field(20, ge=1, description="Neighbours.")
+    temperature: float = Field(0.07, gt=0, description="Vote weight exp(similarity / T).")

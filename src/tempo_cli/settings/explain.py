@@ -5,41 +5,64 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from tempo_cli.settings.base import CommandSettings
-
-METHODS = ("lrp", "integrated-gradients", "saliency")
-ATTACKS = ("noise", "fgsm", "pgd")
+from tempo_cli.settings.base import (
+    AUTO,
+    CommandSettings,
+    Device,
+    RecordedImageSize,
+    device_field,
+    image_size_field,
+)
 
 # The study's noise levels; L-inf budgets of an order that moves a classifier for the
 # gradient attacks (0, 1/255, 2/255, 4/255, 8/255, 16/255 rounded).
 NOISE_LEVELS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
 ATTACK_LEVELS: tuple[float, ...] = (0.0, 0.004, 0.008, 0.016, 0.031, 0.063)
+#: `--levels auto` per attack (the attack registry in explain/attacks.py names the same keys).
+DEFAULT_LEVELS: dict[str, tuple[float, ...]] = {
+    "noise": NOISE_LEVELS,
+    "fgsm": ATTACK_LEVELS,
+    "pgd": ATTACK_LEVELS,
+}
+#: `--image-size auto` for a classifier that records no input size (the reference tempo.pth).
+IMAGE_SIZE = 128
+ImageSize = image_size_field(16, 4096)
 
 
-class ExplainSettings(CommandSettings):
+def _levels_text(levels: tuple[float, ...]) -> str:
+    return ",".join(f"{x:g}" for x in levels)
+
+
+class ExplainSettings(RecordedImageSize, CommandSettings):
     """Options every explain command shares."""
 
     command: ClassVar[str] = "explain"
+    fallback_image_size: ClassVar[int] = IMAGE_SIZE
 
-    path: str
-    compare: str | None = None
-    data: str = "asl"
-    split: str = "test"
-    out: str | None = None
-    method: Literal["lrp", "integrated-gradients", "saliency"] = "lrp"
-    image_size: int = 128
-    batch_size: int = 16
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    seed: int = 0
-
-    @field_validator("image_size")
-    @classmethod
-    def _image_size(cls, v: int) -> int:
-        if not 16 <= v <= 4096:
-            raise ValueError("an image side in pixels between 16 and 4096")
-        return v
+    path: str = Field(
+        description="Classifier checkpoint (backbone + linear head, e.g. from `tempo eval linear "
+        "--save-model`, or the reference tempo.pth): a file or a name in the model directory."
+    )
+    compare: str | None = Field(None, description="A second classifier to compare side by side.")
+    data: str = Field("asl", description="Dataset name or root with <split>/<CLASS>/.")
+    split: str = Field("test", description="Labelled split to explain.")
+    out: str | None = Field(
+        None, description="Output folder (absent: the run folder runs/<name>/)."
+    )
+    method: Literal["lrp", "integrated-gradients", "saliency"] = Field(
+        "lrp",
+        description="lrp (zennit EpsilonPlusFlat), integrated-gradients or saliency (captum).",
+    )
+    image_size: ImageSize = Field(
+        AUTO,
+        description="Images resized (NEAREST) to this side; auto = the size the checkpoint "
+        f"records, else {IMAGE_SIZE}.",
+    )
+    batch_size: int = Field(16, description="Images per batch.")
+    device: Device = device_field()
+    seed: int = Field(0, description="Seed.")
 
     @field_validator("batch_size")
     @classmethod
@@ -54,28 +77,36 @@ class ExplainLrpSettings(ExplainSettings):
 
     command: ClassVar[str] = "explain-lrp"
 
-    sheets: bool = True
+    sheets: bool = Field(True, description="Contact sheet per class.")
 
 
 class ExplainAdversarialSettings(ExplainSettings):
     """`tempo explain adversarial`: accuracy and heatmaps under noise or gradient attacks.
 
     `levels` is a comma-separated list of noise levels (attack `noise`) or L-inf budgets
-    in [0, 1] pixel space (`fgsm`, `pgd`); empty = the default of the attack.
+    in [0, 1] pixel space (`fgsm`, `pgd`); `auto` = the levels of the attack.
     """
 
     command: ClassVar[str] = "explain-adversarial"
 
-    levels: str | None = None
-    attack: Literal["noise", "fgsm", "pgd"] = "noise"
-    steps: int = 10
-    figures: int | None = None
+    levels: str = Field(
+        AUTO,
+        description="Comma-separated noise levels / L-inf budgets in [0, 1]; auto = "
+        f"{_levels_text(NOISE_LEVELS)} for noise, {_levels_text(ATTACK_LEVELS)} for fgsm/pgd.",
+    )
+    attack: Literal["noise", "fgsm", "pgd"] = Field(
+        "noise", description="noise (the study), fgsm or pgd (captum.robust)."
+    )
+    steps: int = Field(10, description="PGD steps.")
+    figures: int | None = Field(
+        None, description="Per-image figures to draw: the first N images (absent: all)."
+    )
 
     @field_validator("levels", mode="before")
     @classmethod
     def _levels(cls, v: Any) -> Any:
-        if v is None:
-            return None
+        if v is None or (isinstance(v, str) and v.strip().lower() == AUTO):
+            return AUTO
         items = v if isinstance(v, list | tuple) else str(v).replace(" ", "").split(",")
         try:
             values = [float(x) for x in items if str(x) != ""]
@@ -83,7 +114,7 @@ class ExplainAdversarialSettings(ExplainSettings):
             raise ValueError("comma-separated numbers in [0, 1], e.g. 0,0.1,0.2") from None
         if not values or any(not math.isfinite(x) or not 0.0 <= x <= 1.0 for x in values):
             raise ValueError("comma-separated numbers in [0, 1], e.g. 0,0.1,0.2")
-        return ",".join(f"{x:g}" for x in values)
+        return _levels_text(tuple(values))
 
     @field_validator("steps")
     @classmethod
@@ -100,9 +131,9 @@ class ExplainAdversarialSettings(ExplainSettings):
         return v
 
     def level_values(self) -> list[float]:
-        """The levels as floats, or the default for the attack."""
-        if self.levels is None:
-            return list(NOISE_LEVELS if self.attack == "noise" else ATTACK_LEVELS)
+        """The levels as floats (`auto`: those of the attack)."""
+        if self.levels == AUTO:
+            return list(DEFAULT_LEVELS[self.attack])
         return [float(x) for x in self.levels.split(",")]
 
 
@@ -114,4 +145,8 @@ class ExplainRelevanceSettings(ExplainSettings):
 
     command: ClassVar[str] = "explain-relevance"
 
-    masks: str | None = None
+    masks: str | None = Field(
+        None,
+        description="Folder of hand masks: <ID>_gtFine_color.png anywhere below, or <ID>.png "
+        "(absent: <data>/masks, else the data root).",
+    )

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from tempo_cli.settings.base import CommandSettings
+from pydantic import Field
+
+from tempo_cli.settings.base import Backbone, CommandSettings
 
 
 class ExportSettings(CommandSettings):
@@ -13,8 +15,12 @@ class ExportSettings(CommandSettings):
 
     command: ClassVar[str] = "export"
 
-    path: str
-    format: Literal["torchvision", "detectron2"]
-    out: Path
-    # Only for --path random|imagenet (files carry their own architecture).
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
+    path: str = Field(
+        description="Checkpoint: a file, a name in the model directory, random or imagenet."
+    )
+    format: Literal["torchvision", "detectron2"] = Field(
+        description="torchvision (state dict) or detectron2 (.pkl)."
+    )
+    out: Path = Field(description="File to write (atomically).")
+    # Files carry their own architecture.
+    backbone: Backbone = Field("resnet34", description="Architecture for --path random|imagenet.")

@@ -7,7 +7,24 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from tempo_cli.settings.base import CommandSettings
+from tempo_cli.settings.base import (
+    AUTO,
+    Backbone,
+    CommandSettings,
+    Device,
+    RecordedImageSize,
+    device_field,
+    image_size_field,
+)
+
+#: `--image-size auto` when `--init` records no input size (imagenet, random, reference files).
+IMAGE_SIZE = 128
+ImageSize = image_size_field(16, 4096)
+#: The linear evaluation of `--eval` (a quick check, not the full protocol of `tempo eval`).
+EVAL_RUNS = 3
+EVAL_ITERATIONS = 3000
+EVAL_BATCH_SIZE = 10
+EVAL_LR = 0.01
 
 #: Fields that describe how this invocation runs, not what is trained; `--resume` never
 #: takes them from the checkpoint (so `--max-steps` limits one invocation only).
@@ -16,33 +33,54 @@ RUNTIME_FIELDS = frozenset(
 )
 
 
-class PretrainSettings(CommandSettings):
+class PretrainSettings(RecordedImageSize, CommandSettings):
     """Tempo pre-training: Barlow Twins on pairs of temporally close frames."""
 
     command: ClassVar[str] = "pretrain"
+    fallback_image_size: ClassVar[int] = IMAGE_SIZE
 
-    data: str = Field("asl", description="dataset name or root with frames/, frames, video(s)")
-    epochs: int = Field(15, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    l: float = Field(1e-3, ge=0, description="Barlow Twins off-diagonal weight lambda")  # noqa: E741
-    pdf: Literal["uniform", "normal"] = "uniform"
-    proximity: float = Field(30, ge=1, description="tau (uniform) or sigma (normal), frames")
-    batch_size: int = Field(200, ge=2)
-    image_size: int = Field(128, ge=16)
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
-    init: str = "imagenet"
-    save_model: str | None = None
-    eval: bool = False
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(1e-3, ge=0)
-    max_steps: int | None = Field(None, ge=1)
-    baseline: bool = False
-    resume: Path | None = None
-    seed: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    workers: int = Field(1, ge=0, le=16, description="background threads preparing batches")
-    checkpoint_minutes: float = Field(10.0, gt=0)
+    data: str = Field(
+        "asl",
+        description="Dataset name or root with frames/, a folder of frames, a video file or a "
+        "folder of videos.",
+    )
+    epochs: int = Field(15, ge=1, description="Epochs.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate.")
+    l: float = Field(1e-3, ge=0, description="Barlow Twins off-diagonal weight lambda.")  # noqa: E741
+    pdf: Literal["uniform", "normal"] = Field(
+        "uniform", description="Partner pmf: uniform (tau) or normal (sigma)."
+    )
+    proximity: float = Field(30, ge=1, description="tau (uniform) or sigma (normal), in frames.")
+    batch_size: int = Field(200, ge=2, description="Pairs per step (global over all processes).")
+    image_size: ImageSize = Field(
+        AUTO,
+        description="Frame side in pixels; auto = the size the --init checkpoint records, "
+        f"else {IMAGE_SIZE}.",
+    )
+    backbone: Backbone = Field("resnet34", description="resnet18, resnet34 or resnet50.")
+    init: str = Field("imagenet", description="Initial weights: imagenet, random or a checkpoint.")
+    save_model: str | None = Field(
+        None, description="Write the final model: a bare name goes to the model directory."
+    )
+    eval: bool = Field(
+        False,
+        description=f"Linear evaluation after training ({EVAL_RUNS} runs, batch "
+        f"{EVAL_BATCH_SIZE}, {EVAL_ITERATIONS} iterations).",
+    )
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd or adamw.")
+    momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
+    weight_decay: float = Field(1e-3, ge=0, description="Weight decay.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many steps in all (resumable)."
+    )
+    baseline: bool = Field(False, description="Skip training: the initial backbone alone.")
+    resume: Path | None = Field(
+        None, description="Continue from a resumable checkpoint (runs/<name>/last.pt)."
+    )
+    seed: int = Field(0, ge=0, description="Seed: same seed -> same losses on CPU.")
+    device: Device = device_field()
+    workers: int = Field(1, ge=0, le=16, description="Background threads preparing batches.")
+    checkpoint_minutes: float = Field(10.0, gt=0, description="Also save last.pt every N minutes.")
 
     @field_validator("proximity")
     @classmethod
@@ -58,7 +96,7 @@ class PretrainSettings(CommandSettings):
     def _init_exists(cls, v: str) -> str:
         from tempo_cli import places
 
-        if v in ("imagenet", "random"):
+        if places.is_named_baseline(v):
             return v
         if not places.resolve_checkpoint(v).is_file():
             raise ValueError("imagenet, random, or an existing checkpoint file or model name")

@@ -1,0 +1,106 @@
+"""What an evaluation protocol is, and the one (checkpoint, split) task it is given.
+
+A protocol is a small object registered in `evaluate/protocols.py`: its name (the
+`tempo eval` subcommand), its settings class, the figures its curves make sense in, and
+`evaluate(task) -> CurveResult`. The task hands it what it asks for (cached frozen
+features, decoded images, the loaded model), so `evaluate/run.py` knows no protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from tempo_cli.evaluate.checkpoints import Checkpoint
+from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet, cached_features
+from tempo_cli.evaluate.results import CurveResult
+from tempo_cli.report.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from tempo_cli.data.labelled import LabelledSplit
+    from tempo_cli.settings.evaluate import EvalSettings
+
+#: Figures a protocol may ask for (file names in the run folder).
+CURVES_FIGURE = "curves.png"
+SWEEP_FIGURE = "accuracy_vs_samples.png"
+
+
+@dataclass
+class Task:
+    """Evaluate `checkpoint` on the `train-<samples_pc>` split (None: `train`), test on `test`.
+
+    `image_size` is resolved for this checkpoint (`--image-size auto` = what it records).
+    `shared` is kept across the splits of one checkpoint (its test features, computed once).
+    """
+
+    settings: EvalSettings
+    checkpoint: Checkpoint
+    samples_pc: int | None
+    root: Path
+    image_size: int
+    device: torch.device
+    shared: dict[str, FeatureSet] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.checkpoint.label
+
+    @property
+    def split(self) -> str:
+        from tempo_cli.data.labelled import split_name
+
+        return split_name(self.samples_pc)
+
+    @property
+    def sub(self) -> str:
+        """The split's TensorBoard sub-folder: the reference's `str(samples_pc)`."""
+        return str(self.samples_pc)
+
+    def features(self, split: str) -> FeatureSet:
+        """Frozen-backbone features of `<root>/<split>` (from the cache when present)."""
+        ck, s = self.checkpoint, self.settings
+        recipe = FeatureRecipe(self.image_size, s.bn_stats, s.seed)
+        return cached_features(
+            ck.id, lambda: ck.model().backbone, self.root, split, recipe, self.device, s.quiet
+        )
+
+    def train_and_test_features(self) -> tuple[FeatureSet, FeatureSet]:
+        """Features of this task's training split and of `test` (kept for the next split)."""
+        train = self.features(self.split)
+        if "test" not in self.shared:
+            self.shared["test"] = self.features("test")
+        return train, self.shared["test"]
+
+    def images(self, split: str) -> LabelledSplit:
+        """Decoded uint8 images (N, 3, S, S) and labels of `<root>/<split>`."""
+        from tempo_cli.data.labelled import load_split
+
+        return load_split(self.root, split, self.image_size, quiet=self.settings.quiet)
+
+    def description(self, protocol: str) -> str:
+        """The progress bar's label, e.g. `linear demo-model 5`."""
+        return f"{protocol} {self.label} {self.sub}"
+
+    def progress(self, protocol: str, total: int) -> ProgressBar:
+        return ProgressBar(total, self.description(protocol), self.settings.quiet)
+
+
+class EvalProtocol:
+    """Base of the registered protocols (`evaluate/protocols.py`).
+
+    name: the `tempo eval` subcommand and the `protocol` of metrics.json.
+    settings_cls: its settings class (the registry finds a protocol by its settings).
+    figures: which of CURVES_FIGURE (accuracy per step; a one-step protocol has no curve)
+        and SWEEP_FIGURE (final accuracy against samples per class) it draws.
+    """
+
+    name: ClassVar[str]
+    settings_cls: ClassVar[type[EvalSettings]]
+    figures: ClassVar[tuple[str, ...]] = (CURVES_FIGURE, SWEEP_FIGURE)
+
+    def evaluate(self, task: Task) -> CurveResult:
+        """Accuracy curves (runs, steps) of this protocol on one task."""
+        raise NotImplementedError

@@ -1,0 +1,162 @@
+"""Perturbations of `tempo explain adversarial`: random noise (the study), FGSM, PGD.
+
+Attacks are small registered objects: `ATTACKS` maps the `--attack` name to an `Attack`;
+adding one is a class with `perturb()` plus one line in `ATTACKS` (and the name in the
+settings' `Literal`, which a test keeps equal to `ATTACKS`).
+
+All work in [0, 1] pixel space on a model that normalises inside (`PixelClassifier`), so
+a noise level and an L-inf budget mean the same: uniform noise of level l lies inside the
+L-inf ball of an attack of budget l.
+
+- `noise`: x' = clip(x + level * u, 0, 1), u uniform in [-1, 1] independently per pixel and
+  colour channel, drawn once per image from a generator seeded by (seed, image index) and
+  scaled per level, so a noisy image does not depend on the batch size and the figure
+  shows one noise pattern growing.
+- `fgsm`, `pgd`: captum.robust, untargeted, on the true class (the clean prediction where
+  the model has no such class). PGD: `steps` steps of 2.5 * eps / steps, no random start
+  (deterministic); per image the first misclassified iterate is kept.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+
+def noise_pattern(index: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Uniform [-1, 1] noise of `shape` for image `index` (seeded by seed and index)."""
+    g = torch.Generator()
+    g.manual_seed(int(seed) * 1_000_003 + int(index))
+    return torch.rand(shape, generator=g) * 2.0 - 1.0
+
+
+def add_noise(x: torch.Tensor, patterns: torch.Tensor, level: float) -> torch.Tensor:
+    """clip(x + level * patterns, 0, 1); x, patterns (N, 3, H, W)."""
+    return (x + level * patterns).clamp_(0.0, 1.0)
+
+
+class Attack(ABC):
+    """An `--attack`: how a batch is perturbed at one level, and how the level is named."""
+
+    #: the level in tables and their titles ("Accuracy against <level_name>")
+    level_name: ClassVar[str]
+    #: the x axis of the accuracy plot
+    axis_label: ClassVar[str]
+    #: the titles of the per-image figure ("<figure_label>: 0.1")
+    figure_label: ClassVar[str]
+    #: True when each model gets its own perturbed images (gradient attacks)
+    per_model_images: ClassVar[bool] = True
+
+    @abstractmethod
+    def perturb(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        level: float,
+        *,
+        indices: Sequence[int],
+        seed: int,
+        steps: int,
+    ) -> torch.Tensor:
+        """Perturbed images in [0, 1] (N, 3, H, W).
+
+        Args:
+            model: [0, 1] pixels (N, 3, H, W) -> logits (N, C), eval mode.
+            x: [0, 1] pixels (N, 3, H, W); y: true classes (N,), -1 where the model has
+                no such class.
+            level: noise level or L-inf budget; indices: the images' positions in the
+                split; seed: `--seed`; steps: `--steps`.
+        """
+
+    def metrics(self, steps: int) -> dict[str, Any]:
+        """What metrics.json records beyond the levels."""
+        return {}
+
+
+class Noise(Attack):
+    """Per-pixel random colour noise (the study's "adversarial attack")."""
+
+    level_name = "noise level"
+    axis_label = "noise level"
+    figure_label = "Noise level"
+    per_model_images = False  # one pattern per image, the same for every model
+
+    def perturb(self, model, x, y, level, *, indices, seed, steps) -> torch.Tensor:
+        shape = tuple(x.shape[1:])
+        patterns = torch.stack([noise_pattern(i, shape, seed) for i in indices])
+        return add_noise(x, patterns.to(x.device), level)
+
+
+class _Gradient(Attack):
+    """An untargeted gradient attack on the true class (the clean prediction if unknown)."""
+
+    axis_label = "epsilon (L-inf, [0, 1] pixels)"
+
+    def perturb(self, model, x, y, level, *, indices, seed, steps) -> torch.Tensor:
+        if level <= 0:
+            return x.clone()
+        x = x.detach()
+        if bool((y < 0).any()):
+            with torch.no_grad():
+                y = torch.where(y >= 0, y, model(x).argmax(1))
+        return self.attack(model, x, y, level, steps)
+
+    @abstractmethod
+    def attack(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int
+    ) -> torch.Tensor:
+        """Adversarial images within L-inf `eps` of x (N, 3, H, W), eps > 0."""
+
+
+class FGSM(_Gradient):
+    """captum.robust FGSM: one signed-gradient step of size eps."""
+
+    level_name = "FGSM epsilon (L-inf)"
+    figure_label = "FGSM epsilon"
+
+    def attack(self, model, x, y, eps, steps) -> torch.Tensor:
+        from captum.robust import FGSM as CaptumFGSM
+
+        fgsm = CaptumFGSM(model, lower_bound=0.0, upper_bound=1.0)
+        return fgsm.perturb(x.clone().requires_grad_(True), epsilon=eps, target=y).detach()
+
+
+class PGD(_Gradient):
+    """captum.robust PGD's iteration, keeping per image the first misclassified iterate.
+
+    The final iterate alone can step back out of a misclassified region when steps are
+    large, which made accuracy rise with the budget.
+    """
+
+    level_name = "PGD epsilon (L-inf)"
+    figure_label = "PGD epsilon"
+
+    def attack(self, model, x, y, eps, steps) -> torch.Tensor:
+        from captum.robust import PGD as CaptumPGD
+
+        pgd = CaptumPGD(model, lower_bound=0.0, upper_bound=1.0)
+        step_size = 2.5 * eps / steps
+        adv = x.clone()
+        best = x.clone()
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        for _ in range(steps):
+            adv = pgd.fgsm.perturb(adv.requires_grad_(True), step_size, y)
+            adv = pgd.bound(x + torch.clamp(adv - x, -eps, eps)).detach()
+            with torch.no_grad():
+                wrong = model(adv).argmax(1) != y
+            new = wrong & ~fooled
+            best[new] = adv[new]
+            fooled |= new
+        best[~fooled] = adv[~fooled]
+        return best
+
+    def metrics(self, steps: int) -> dict[str, Any]:
+        return {"pgd_steps": steps}
+
+
+ATTACKS: dict[str, Attack] = {"noise": Noise(), "fgsm": FGSM(), "pgd": PGD()}

@@ -182,7 +182,8 @@ def test_path_list_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("polygons", [False, True])
 def test_dataset_targets(tmp_path: Path, polygons: bool) -> None:
-    from tempo_cli.data.coco import CocoInstances, load_coco_dataset
+    from tempo_cli.data.coco import load_coco_dataset
+    from tempo_cli.data.coco_instances import CocoInstances
 
     train, test = load_coco_dataset(make_coco(tmp_path / "d", polygons))
     assert train.category_ids == [5, 9] and train.category_names == ["A", "B"]
@@ -200,7 +201,8 @@ def test_dataset_targets(tmp_path: Path, polygons: bool) -> None:
 
 
 def test_perfect_predictions_score_ap_1(tmp_path: Path) -> None:
-    from tempo_cli.data.coco import CocoInstances, load_coco_dataset
+    from tempo_cli.data.coco import load_coco_dataset
+    from tempo_cli.data.coco_instances import CocoInstances
     from tempo_cli.segment.evaluation import _to_results, coco_ap
 
     _, test = load_coco_dataset(make_coco(tmp_path / "d"))

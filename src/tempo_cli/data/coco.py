@@ -8,8 +8,8 @@ Segmentations may be bitmask RLE (compressed or uncompressed, detectron2's
 `load_coco_split` reads one json file, checks everything the training loop and
 pycocotools rely on, and raises `TempoError` naming the file and the problem
 (missing keys, image files that do not exist, unknown category ids, an empty
-annotation list, malformed json or segmentations). `CocoInstances` turns a
-validated split into the `(image, target)` pairs torchvision's Mask R-CNN takes.
+annotation list, malformed json or segmentations). `data.coco_instances.CocoInstances`
+turns a validated split into the `(image, target)` pairs torchvision's Mask R-CNN takes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from tempo_cli.errors import TempoError
@@ -129,7 +128,7 @@ def _check_segmentation(seg: Any, height: int, width: int) -> str | None:
     return "segmentation must be an RLE dict or a list of polygons"
 
 
-def _decode(seg: Any, height: int, width: int) -> np.ndarray:
+def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     """A (H, W) uint8 mask from RLE (compressed or not) or polygons."""
     from pycocotools import mask as mask_utils
 
@@ -163,6 +162,31 @@ def _image_size(path: Path) -> tuple[int, int]:
 def load_coco_split(json_path: str | Path, image_root: str | Path) -> CocoSplit:
     """Read and validate one COCO instances file; TempoError naming the problem otherwise."""
     json_path, image_root = Path(json_path), Path(image_root)
+    data = _read_instances_json(json_path)
+    names = _read_categories(json_path, data["categories"])
+    category_ids = sorted(names)
+    images = _read_images(json_path, data["images"], image_root)
+    annotations, by_image = _read_annotations(json_path, data["annotations"], names, images)
+    coco_dict = {
+        "info": data.get("info", {}),
+        "licenses": data.get("licenses", []),
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c, "name": names[c], "supercategory": ""} for c in category_ids],
+    }
+    return CocoSplit(
+        json_path=json_path,
+        image_root=image_root,
+        coco_dict=coco_dict,
+        category_ids=category_ids,
+        category_names=[names[c] for c in category_ids],
+        image_ids=[int(im["id"]) for im in images],
+        annotations_by_image=by_image,
+    )
+
+
+def _read_instances_json(json_path: Path) -> dict[str, Any]:
+    """The parsed file, checked to hold lists under images, annotations and categories."""
     try:
         data = json.loads(json_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -183,28 +207,30 @@ def load_coco_split(json_path: str | Path, image_root: str | Path) -> CocoSplit:
             )
         if not isinstance(data[key], list):
             raise _fail(json_path, f"'{key}' must be a list")
+    return data
 
-    categories = data["categories"]
+
+def _read_categories(json_path: Path, categories: list[Any]) -> dict[int, str]:
+    """Category id -> name, in file order; ids must be unique and the list non-empty."""
     if not categories:
         raise _fail(json_path, "empty 'categories' list")
     names: dict[int, str] = {}
     for i, cat in enumerate(categories):
-        for key in _CATEGORY_KEYS:
-            if not isinstance(cat, dict) or key not in cat:
-                raise _fail(json_path, f"categories[{i}] is missing key '{key}'")
+        _require_keys(json_path, f"categories[{i}]", cat, _CATEGORY_KEYS)
         if int(cat["id"]) in names:
             raise _fail(json_path, f"duplicate category id {cat['id']}")
         names[int(cat["id"])] = str(cat["name"])
-    category_ids = sorted(names)
+    return names
 
+
+def _read_images(json_path: Path, raw_images: list[Any], image_root: Path) -> list[dict[str, Any]]:
+    """Copies of the image entries, with `height`/`width` read from the file where missing."""
     images: list[dict[str, Any]] = []
-    seen_images: dict[int, dict[str, Any]] = {}
-    for i, im in enumerate(data["images"]):
-        for key in _IMAGE_KEYS:
-            if not isinstance(im, dict) or key not in im:
-                raise _fail(json_path, f"images[{i}] is missing key '{key}'")
+    seen_ids: set[int] = set()
+    for i, im in enumerate(raw_images):
+        _require_keys(json_path, f"images[{i}]", im, _IMAGE_KEYS)
         image_id = int(im["id"])
-        if image_id in seen_images:
+        if image_id in seen_ids:
             raise _fail(json_path, f"duplicate image id {image_id}")
         path = image_root / str(im["file_name"])
         if not path.is_file():
@@ -213,74 +239,91 @@ def load_coco_split(json_path: str | Path, image_root: str | Path) -> CocoSplit:
         if "height" not in im or "width" not in im:
             im["height"], im["width"] = _image_size(path)
         images.append(im)
-        seen_images[image_id] = im
+        seen_ids.add(image_id)
     if not images:
         raise _fail(json_path, "empty 'images' list")
+    return images
 
-    annotations = data["annotations"]
-    if not annotations:
+
+def _read_annotations(
+    json_path: Path,
+    raw_annotations: list[Any],
+    names: dict[int, str],
+    images: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[int, list[dict[str, Any]]]]:
+    """(sanitised annotations, the same annotations grouped by image id).
+
+    Each is a copy given an `id` (numbered after the largest one in the file), `iscrowd`
+    (0), and `area`/`bbox` computed from its mask where missing.
+    """
+    if not raw_annotations:
         raise _fail(json_path, "empty 'annotations' list: nothing to train or evaluate on")
-    by_image: dict[int, list[dict[str, Any]]] = {int(im["id"]): [] for im in images}
+    images_by_id = {int(im["id"]): im for im in images}
+    by_image: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in images_by_id}
     clean: list[dict[str, Any]] = []
-    used_ids = {int(a["id"]) for a in annotations if isinstance(a, dict) and "id" in a}
+    used_ids = {int(a["id"]) for a in raw_annotations if isinstance(a, dict) and "id" in a}
     next_id = max(used_ids, default=0) + 1
-    for i, ann in enumerate(annotations):
-        for key in _ANNOTATION_KEYS:
-            if not isinstance(ann, dict) or key not in ann:
-                raise _fail(json_path, f"annotations[{i}] is missing key '{key}'")
-        cat = int(ann["category_id"])
-        if cat not in names:
-            raise _fail(
-                json_path,
-                f"annotations[{i}] has category id {cat}, out of range "
-                f"(categories: {category_ids[0]}..{category_ids[-1]}, {len(category_ids)} ids)",
-            )
-        image_id = int(ann["image_id"])
-        if image_id not in seen_images:
-            raise _fail(
-                json_path, f"annotations[{i}] refers to image id {image_id}, not in 'images'"
-            )
-        im = seen_images[image_id]
-        h, w = int(im["height"]), int(im["width"])
-        why = _check_segmentation(ann["segmentation"], h, w)
-        if why:
-            raise _fail(json_path, f"annotations[{i}]: {why}")
+    for i, ann in enumerate(raw_annotations):
+        im = _annotation_image(json_path, i, ann, names, images_by_id)
         ann = dict(ann)
         if "id" not in ann:
             ann["id"] = next_id
             next_id += 1
         ann.setdefault("iscrowd", 0)
-        if "area" not in ann or "bbox" not in ann:
-            try:
-                mask = _decode(ann["segmentation"], h, w)
-            except Exception as e:  # noqa: BLE001 - pycocotools raises assorted types
-                raise _fail(
-                    json_path, f"annotations[{i}]: undecodable segmentation ({e})"
-                ) from None
-            ann.setdefault("area", float(mask.sum()))
-            ann.setdefault("bbox", _mask_bbox(mask))
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4):
-            raise _fail(json_path, f"annotations[{i}]: 'bbox' must be [x, y, width, height]")
+        _complete_geometry(json_path, i, ann, int(im["height"]), int(im["width"]))
         clean.append(ann)
-        by_image[image_id].append(ann)
+        by_image[int(ann["image_id"])].append(ann)
+    return clean, by_image
 
-    coco_dict = {
-        "info": data.get("info", {}),
-        "licenses": data.get("licenses", []),
-        "images": images,
-        "annotations": clean,
-        "categories": [{"id": c, "name": names[c], "supercategory": ""} for c in category_ids],
-    }
-    return CocoSplit(
-        json_path=json_path,
-        image_root=image_root,
-        coco_dict=coco_dict,
-        category_ids=category_ids,
-        category_names=[names[c] for c in category_ids],
-        image_ids=[int(im["id"]) for im in images],
-        annotations_by_image=by_image,
-    )
+
+def _annotation_image(
+    json_path: Path,
+    i: int,
+    ann: Any,
+    names: dict[int, str],
+    images_by_id: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
+    """The image `annotations[i]` belongs to, after checking its keys, category and mask."""
+    _require_keys(json_path, f"annotations[{i}]", ann, _ANNOTATION_KEYS)
+    cat = int(ann["category_id"])
+    if cat not in names:
+        category_ids = sorted(names)
+        raise _fail(
+            json_path,
+            f"annotations[{i}] has category id {cat}, out of range "
+            f"(categories: {category_ids[0]}..{category_ids[-1]}, {len(category_ids)} ids)",
+        )
+    image_id = int(ann["image_id"])
+    if image_id not in images_by_id:
+        raise _fail(json_path, f"annotations[{i}] refers to image id {image_id}, not in 'images'")
+    im = images_by_id[image_id]
+    why = _check_segmentation(ann["segmentation"], int(im["height"]), int(im["width"]))
+    if why:
+        raise _fail(json_path, f"annotations[{i}]: {why}")
+    return im
+
+
+def _complete_geometry(
+    json_path: Path, i: int, ann: dict[str, Any], height: int, width: int
+) -> None:
+    """Fill in a missing `area`/`bbox` of `ann` (in place) from its decoded mask; check `bbox`."""
+    if "area" not in ann or "bbox" not in ann:
+        try:
+            mask = decode_segmentation(ann["segmentation"], height, width)
+        except Exception as e:  # noqa: BLE001 - pycocotools raises assorted types
+            raise _fail(json_path, f"annotations[{i}]: undecodable segmentation ({e})") from None
+        ann.setdefault("area", float(mask.sum()))
+        ann.setdefault("bbox", _mask_bbox(mask))
+    bbox = ann["bbox"]
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        raise _fail(json_path, f"annotations[{i}]: 'bbox' must be [x, y, width, height]")
+
+
+def _require_keys(json_path: Path, where: str, entry: Any, keys: tuple[str, ...]) -> None:
+    """TempoError naming the first of `keys` that `entry` (which must be an object) lacks."""
+    for key in keys:
+        if not isinstance(entry, dict) or key not in entry:
+            raise _fail(json_path, f"{where} is missing key '{key}'")
 
 
 def _mask_bbox(mask: np.ndarray) -> list[float]:
@@ -304,81 +347,3 @@ def load_coco_dataset(root: str | Path) -> tuple[CocoSplit, CocoSplit]:
             f"({len(train.category_ids)} vs {len(test.category_ids)} ids); they must match"
         )
     return train, test
-
-
-class CocoInstances(torch.utils.data.Dataset):
-    """`(image, target)` pairs for torchvision's Mask R-CNN.
-
-    image: float32 (3, H, W) in [0, 1] (RGB; the model's transform normalises).
-    target: boxes float32 (N, 4) xyxy, labels int64 (N,) in 1..C, masks uint8 (N, H, W),
-    image_id int. Crowd annotations and degenerate boxes are left out (as detectron2
-    does in training). Decoded images are kept in memory (`cache=True`) because the
-    loop visits them many times.
-    """
-
-    def __init__(self, split: CocoSplit, image_ids: list[int] | None = None, cache: bool = True):
-        self.split = split
-        self.image_ids = list(split.image_ids if image_ids is None else image_ids)
-        self.label_of = {c: k + 1 for k, c in enumerate(split.category_ids)}
-        self.cache = cache
-        self._cache: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]]] = {}
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def load_uint8(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(uint8 image (3, H, W), target) for position `index`."""
-        image_id = self.image_ids[index]
-        if image_id in self._cache:
-            return self._cache[image_id]
-        path = self.split.image_path(image_id)
-        try:
-            with Image.open(path) as im:
-                arr = np.array(im.convert("RGB"), dtype=np.uint8)
-        except (OSError, ValueError) as e:
-            raise TempoError(f"{path}: not a readable image ({e})") from None
-        info = self.split.image_info(image_id)
-        h, w = arr.shape[:2]
-        if (h, w) != (int(info["height"]), int(info["width"])):
-            raise TempoError(
-                f"{path} is {w}x{h} but {self.split.json_path.name} says "
-                f"{info['width']}x{info['height']}"
-            )
-        boxes, labels, masks = [], [], []
-        for ann in self.split.annotations_by_image.get(image_id, []):
-            if ann.get("iscrowd", 0):
-                continue
-            x, y, bw, bh = (float(v) for v in ann["bbox"])
-            if bw <= 1e-3 or bh <= 1e-3:
-                continue
-            boxes.append([x, y, x + bw, y + bh])
-            labels.append(self.label_of[int(ann["category_id"])])
-            masks.append(_decode(ann["segmentation"], h, w))
-        target = {
-            "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.int64),
-            "masks": torch.from_numpy(np.stack(masks))
-            if masks
-            else torch.zeros((0, h, w), dtype=torch.uint8),
-            "image_id": torch.tensor(image_id),
-        }
-        image = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-        if self.cache:
-            self._cache[image_id] = (image, target)
-        return image, target
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        image, target = self.load_uint8(index)
-        return image.float().div_(255), dict(target)
-
-    def annotated_indices(self) -> list[int]:
-        """Positions of images with at least one usable (non-crowd) instance."""
-        out = []
-        for i, image_id in enumerate(self.image_ids):
-            anns = self.split.annotations_by_image.get(image_id, [])
-            if any(
-                not a.get("iscrowd", 0) and a["bbox"][2] > 1e-3 and a["bbox"][3] > 1e-3
-                for a in anns
-            ):
-                out.append(i)
-        return out

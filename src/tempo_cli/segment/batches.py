@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from tempo_cli.data.coco import CocoInstances, CocoSplit
+from tempo_cli.data.coco import CocoSplit
+from tempo_cli.data.coco_instances import CocoInstances
 from tempo_cli.errors import TempoError
 
 

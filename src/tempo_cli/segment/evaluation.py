@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tempo_cli.data.coco import CocoInstances, CocoSplit
+from tempo_cli.data.coco import CocoSplit
+from tempo_cli.data.coco_instances import CocoInstances
 
 # pycocotools' stats[0..2]: AP@[.5:.95], AP@.5, AP@.75.
 _STATS = {"AP": 0, "AP50": 1, "AP75": 2}

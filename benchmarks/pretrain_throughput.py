@@ -2,13 +2,15 @@
 
     python benchmarks/pretrain_throughput.py [--device cpu] [--image-size 64]
         [--batch-size 64] [--backbone resnet18] [--frames 640] [--rounds 3] [--workers 1]
+        [--precision auto|fp32|bf16|fp16]
 
 "full loop": `tempo_cli.pretrain.run` on a synthetic frames folder (decoded once into
 the frame cache beforehand), pairs/s as the loop itself reports it for its second epoch
 (metrics.json `pairs_per_s`: pair sampling, uint8 gathers, normalisation, forward, loss,
 backward, optimiser step, loss logging; the first epoch is a warm-up).
 "model only": the same TwinModel, loss and optimiser on pre-made normalised tensors, as
-many steps as an epoch has. The two alternate for `--rounds` rounds and the best round of
+many steps as an epoch has, in the same `--precision` mode (pretrain.precision: autocast,
+layout, gradient scaler) as the loop. The two alternate for `--rounds` rounds and the best round of
 each counts, so load from other processes on the machine hits both alike.
 Target on CPU (resnet18, 64 px, batch 64): full / model-only >= 0.9.
 """
@@ -54,6 +56,7 @@ def full_loop(args: argparse.Namespace, frames: Path) -> float:
             proximity=5,
             device=args.device,
             workers=args.workers,
+            precision=args.precision,
             name="throughput",
             quiet=True,
         )
@@ -66,7 +69,8 @@ def model_only(args: argparse.Namespace, steps: int) -> float:
     from tempo_cli.models.backbones import build_resnet
     from tempo_cli.models.barlow_twins_loss import BarlowTwinsLoss
     from tempo_cli.models.projection_head import head_for
-    from tempo_cli.pretrain.loop import TwinModel
+    from tempo_cli.pretrain.precision import precision_for
+    from tempo_cli.pretrain.step import TwinModel
 
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     torch.manual_seed(0)
@@ -75,8 +79,9 @@ def model_only(args: argparse.Namespace, steps: int) -> float:
     loss_fn = BarlowTwinsLoss(1e-3)
     shape = (args.batch_size, 3, args.image_size, args.image_size)
     x_a, x_b = torch.randn(shape, device=device), torch.randn(shape, device=device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _Null()
-    if device.type == "cuda":
+    precision = precision_for(args.precision, device)
+    amp, scaler = precision.autocast(device.type), precision.scaler(device.type)
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x_a = x_a.contiguous(memory_format=torch.channels_last)
         x_b = x_b.contiguous(memory_format=torch.channels_last)
@@ -86,8 +91,9 @@ def model_only(args: argparse.Namespace, steps: int) -> float:
             z_a, z_b = model(x_a, x_b)
         loss = loss_fn(z_a, z_b)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         return loss.detach()
 
     for _ in range(2):
@@ -101,14 +107,6 @@ def model_only(args: argparse.Namespace, steps: int) -> float:
     return steps * args.batch_size / (time.perf_counter() - t0)
 
 
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -118,6 +116,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=640)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="tempo-bench-") as tmp:
@@ -128,7 +127,8 @@ def main() -> None:
         write_frames(frames, args.frames, args.image_size)
         print(
             f"{args.backbone}, {args.image_size} px, batch {args.batch_size}, "
-            f"device {args.device}, {torch.get_num_threads()} threads, workers {args.workers}"
+            f"device {args.device}, {torch.get_num_threads()} threads, workers {args.workers}, "
+            f"precision {args.precision}"
         )
         from tempo_cli.data.sequences import load_frame_store
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+#: The demo, generated once per checkout and copied into each session (git-ignored): the
+#: generator's marker (version, seed, sizes) makes `ensure_demo` rebuild it when it changes.
+DEMO_CACHE = REPO / ".cache" / "test-data"
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +47,18 @@ def isolated_places(
 
 @pytest.fixture(scope="session")
 def demo_root(session_dirs: dict[str, Path]) -> Path:
-    """The demo dataset, generated once per test session (seed 0)."""
+    """The demo dataset (seed 0) in the session's data dir: a copy of the checkout's cached
+    build (plain copies, so a test that damages a file cannot damage the cache)."""
     from tempo_cli.data.demo import ensure_demo
 
     old = os.environ.get("TEMPO_DATA_DIR")
-    os.environ["TEMPO_DATA_DIR"] = str(session_dirs["data"])
     try:
-        return ensure_demo()
+        os.environ["TEMPO_DATA_DIR"] = str(DEMO_CACHE)
+        ensure_demo()  # a no-op when the cache is current
+        for name in ("demo_mask", "demo"):  # demo last: ensure_demo's completeness rule
+            shutil.copytree(DEMO_CACHE / name, session_dirs["data"] / name)
+        os.environ["TEMPO_DATA_DIR"] = str(session_dirs["data"])
+        return ensure_demo()  # checks the copy's marker; rebuilds only if it is incomplete
     finally:
         if old is None:
             del os.environ["TEMPO_DATA_DIR"]

@@ -9,6 +9,7 @@ import pytest
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES = sorted(p for p in DOCS.glob("*.md") if "```python" in p.read_text(encoding="utf-8"))
+SLOW_PAGES = {"pretrain.md"}  # trains a few steps
 
 
 def python_blocks(page: Path) -> list[str]:
@@ -20,7 +21,11 @@ def test_docs_have_examples() -> None:
     assert {p.name for p in PAGES} >= {"demo.md", "eval.md", "pretrain.md"}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "page",
+    [pytest.param(p, marks=[pytest.mark.slow] if p.name in SLOW_PAGES else []) for p in PAGES],
+    ids=lambda p: p.name,
+)
 def test_docs_example_runs(
     page: Path, demo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -7,6 +7,7 @@ No mocks of our download code: every case runs the command (in-process through t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -17,13 +18,19 @@ import sys
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
+from tempo_cli.data import archive
 from tempo_cli.data import download as dl
 from tempo_cli.data.safe_tar import UnsafeArchiveError, safe_extract
+from tempo_cli.models.backbones import build_resnet
+from tempo_cli.models.checkpoint import save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
 
 PAYLOAD = os.urandom(300_000)  # incompressible, so "half way" is half the transfer
 
@@ -242,11 +249,11 @@ def test_good_archive_unpacks_and_records_manifest(
     assert (dest / "ASL-big" / "frames" / "0001.png").read_bytes() == PAYLOAD
     assert (dest / "ASL-big" / "first.png").resolve() == (dest / "ASL-big/frames/0001.png")
     assert (dest / "ASL_mask" / "annotations" / "instances_Test.json").is_file()
-    manifest = json.loads((dest / dl.MANIFEST).read_text())
+    manifest = json.loads((dest / archive.MANIFEST).read_text())
     assert manifest["asl"]["sha256"] == sha
     assert manifest["asl"]["entries"] == ["ASL-big", "ASL_mask"]
     # Only the data and the manifest: no archive, no .part, no staging folder.
-    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", dl.MANIFEST]
+    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", archive.MANIFEST]
     assert [p.name for p in area.iterdir()] == ["D"]
 
 
@@ -264,7 +271,7 @@ def test_present_says_so_without_network_and_force_downloads_again(
     assert r.code == 0, r.err
     assert len(server.requests) == before + 1
     assert not (dest / "ASL-big" / "stale.txt").exists()  # replaced as a whole
-    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", dl.MANIFEST]
+    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", archive.MANIFEST]
 
 
 def test_drop_half_way_then_resume_with_range(cli, url, server: _Server, area: Path) -> None:
@@ -297,7 +304,7 @@ def test_gives_up_keeps_part_and_next_run_resumes(
     assert r.code == 0, r.err
     last = [rng for name, rng in server.requests if name == "stall.tar.xz"][-1]
     assert last == f"bytes={kept}-"
-    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", dl.MANIFEST]
+    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", archive.MANIFEST]
 
 
 def test_complete_part_answered_416_is_used(
@@ -306,18 +313,18 @@ def test_complete_part_answered_416_is_used(
     """Interrupted during extraction: the whole archive is in .part; no byte re-sent."""
     dest = area / "D"
     dest.mkdir()
-    src = dl.source_for("asl", url("good.tar.xz"))
-    dl._part_path(src, dest).write_bytes(archives["good.tar.xz"])
+    src = dl.TARGETS["asl"].source(url("good.tar.xz"))
+    archive.part_path(src, dest).write_bytes(archives["good.tar.xz"])
     r = cli("download", "asl", "--url", src.url, "--dest", dest)
     assert r.code == 0, r.err
-    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", dl.MANIFEST]
+    assert sorted(p.name for p in dest.iterdir()) == ["ASL-big", "ASL_mask", archive.MANIFEST]
 
 
 def test_server_without_ranges_restarts_from_zero(cli, url, area: Path) -> None:
     dest = area / "D"
     dest.mkdir()
-    src = dl.source_for("asl", url("norange.tar.xz"))
-    dl._part_path(src, dest).write_bytes(b"stale bytes of another attempt")
+    src = dl.TARGETS["asl"].source(url("norange.tar.xz"))
+    archive.part_path(src, dest).write_bytes(b"stale bytes of another attempt")
     r = cli("download", "asl", "--url", src.url, "--dest", dest)
     assert r.code == 0, r.err
     assert (dest / "ASL-big" / "frames" / "0001.png").read_bytes() == PAYLOAD
@@ -422,7 +429,7 @@ def test_google_drive_unreachable(
     r = cli("download", "asl", "--dest", area / "D")
     assert r.code == 1
     line = _one_error_line(r.err)
-    assert "drive.google.com" in line and dl.DRIVE_IDS["asl"] in line and "--url" in line
+    assert "drive.google.com" in line and dl.TARGETS["asl"].drive_id in line and "--url" in line
     assert _all_files(area) == []
 
 
@@ -434,6 +441,10 @@ def test_google_drive_unreachable(
         (["demo", "--sha256", "0" * 64], "--sha256"),
         (["asl", "--sha256", "xyz"], "--sha256"),
         (["asl", "--url", "ftp://host/a.tar"], "--url"),
+        (["asl", "--split", "test"], "--split"),
+        (["masks", "--sha256", "0" * 64], "--sha256"),
+        (["all", "--url", "http://x/"], "--url"),
+        (["masks", "--split", "val"], "--split"),
     ],
 )
 def test_bad_usage_exits_2(cli, args: list[str], option: str) -> None:
@@ -480,3 +491,211 @@ def test_safe_extract_refuses_member_under_extracted_symlink(tmp_path: Path) -> 
     with pytest.raises(UnsafeArchiveError):
         safe_extract(tmp_path / "y.tar", tmp_path / "into2")
     assert not (tmp_path.parent / "c.txt").exists()
+
+
+# ----------------------------------------------------------------------------- hand masks
+
+
+class _TreeHandler(SimpleHTTPRequestHandler):
+    """Serves the folder given to the server, recording each requested path."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        super().do_GET()
+
+
+@pytest.fixture(scope="module")
+def mask_tree(asl_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`good/` and `bad/`: the 120 Test masks of the sample where the reference repository
+    has them; in `bad/` one file has a flipped byte and one is cut short."""
+    root = tmp_path_factory.mktemp("mask-mirror")
+    rel = Path("xai/relative_relevance/gtFine/Test")
+    for tree in ("good", "bad"):
+        (root / tree / rel).mkdir(parents=True)
+        for p in sorted((asl_sample / "gtFine" / "Test").glob("*_gtFine_color.png")):
+            (root / tree / rel / p.name).write_bytes(p.read_bytes())
+    bad = sorted((root / "bad" / rel).iterdir())
+    data = bytearray(bad[7].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad[7].write_bytes(bytes(data))
+    bad[9].write_bytes(bad[9].read_bytes()[:-100])
+    return root
+
+
+@pytest.fixture(scope="module")
+def mask_server(mask_tree: Path) -> Iterator[ThreadingHTTPServer]:
+    srv = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_TreeHandler, directory=str(mask_tree))
+    )
+    srv.daemon_threads = True
+    srv.paths = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _base(srv: ThreadingHTTPServer, tree: str) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}/{tree}"
+
+
+def _test_masks() -> dict[str, str]:
+    """Path under hand-masks/ -> sha256, for the manifest's Test files."""
+    from tempo_cli.data.masks import load_manifest
+
+    return {str(f.local): f.sha256 for f in load_manifest().select("test")}
+
+
+def _installed(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+def test_masks_from_local_server_are_checked_and_recorded(
+    cli, mask_server, area: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPO_DATA_DIR", str(area / "data"))
+    mask_server.paths.clear()
+    r = cli("download", "masks", "--split", "test", "--url", _base(mask_server, "good"))
+    assert r.code == 0, r.err
+    dest = area / "data"
+    assert _installed(dest / "hand-masks") == _test_masks()  # 120 files, every sha256
+    assert len(mask_server.paths) == 120
+    # Only the masks and the manifest: no staging folder, no temporary file.
+    assert sorted(p.name for p in dest.iterdir()) == ["hand-masks", archive.MANIFEST]
+    entry = json.loads((dest / archive.MANIFEST).read_text())["masks"]
+    assert entry["files"] == entry["fetched"] == 120 and entry["split"] == "test"
+    assert entry["entries"] == ["hand-masks"] and len(entry["commit"]) == 40
+
+    # Present: no request at all; a missing and a damaged file: only those two again.
+    r = cli("download", "masks", "--split", "test", "--url", _base(mask_server, "good"))
+    assert r.code == 0 and "already" in r.err and len(mask_server.paths) == 120
+    files = sorted((dest / "hand-masks" / "gtFine" / "Test").iterdir())
+    files[0].unlink()
+    files[1].write_bytes(b"not a png")
+    r = cli("download", "masks", "--split", "test", "--url", _base(mask_server, "good"))
+    assert r.code == 0, r.err
+    assert sorted(mask_server.paths[120:]) == sorted(
+        f"/good/xai/relative_relevance/gtFine/Test/{p.name}" for p in files[:2]
+    )
+    assert _installed(dest / "hand-masks") == _test_masks()
+
+
+@pytest.mark.slow
+def test_relevance_finds_downloaded_masks_without_masks_option(
+    cli, mask_tree: Path, asl_sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tempo explain relevance` without --masks, on photos whose folder holds no masks."""
+    from tempo_cli.explain.relevance import resolve_masks_dir
+
+    monkeypatch.setenv("TEMPO_DATA_DIR", str(tmp_path / "data"))
+    data = tmp_path / "photos"
+    for cls in sorted(p for p in (asl_sample / "test").iterdir() if p.is_dir()):
+        (data / "test" / cls.name).mkdir(parents=True)
+        first = sorted(cls.glob("*.png"))[0]
+        (data / "test" / cls.name / first.name).symlink_to(first.resolve())
+    ckpt = tmp_path / "clf.pt"
+    save_checkpoint(ckpt, arch="resnet18", backbone=build_resnet("resnet18"),
+                    linear=torch.nn.Linear(512, 24))  # fmt: skip
+    args = ["explain", "relevance", "--path", ckpt, "--data", data, "--image-size", "32"]
+    r = cli(*args, "--out", tmp_path / "none", "--quiet")
+    assert r.code == 1
+    line = _one_error_line(r.err)
+    assert "tempo download masks" in line and "--masks" in line
+
+    r = cli("download", "masks", "--split", "test", "--url", (mask_tree / "good").as_uri())
+    assert r.code == 0, r.err
+    assert resolve_masks_dir(None, data) == (tmp_path / "data" / "hand-masks", False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # LRP's small convolutions: one thread is faster on 2 shared cores
+    try:
+        r = cli(*args, "--out", tmp_path / "rr", "--quiet")
+    finally:
+        torch.set_num_threads(threads)
+    assert r.code == 0, r.err
+    metrics = json.loads((tmp_path / "rr" / "metrics.json").read_text())
+    assert metrics["models"][0]["n"] == 24 and metrics["skipped_no_mask"] == 0
+
+
+def test_masks_from_a_file_url_clone(cli, mask_tree: Path, area: Path) -> None:
+    r = cli("download", "masks", "--split", "test", "--url", (mask_tree / "good").as_uri(),
+            "--dest", area / "D", "--quiet")  # fmt: skip
+    assert r.code == 0, r.err
+    assert _installed(area / "D" / "hand-masks") == _test_masks()
+
+
+@pytest.mark.parametrize(
+    ("tree", "split", "words"),
+    [
+        ("bad", "test", "refused"),  # a flipped byte and a short file
+        ("good", "all", "HTTP 404"),  # the mirror has no Train masks
+        ("nowhere", "test", "HTTP 404"),
+    ],
+)
+def test_masks_bad_source_leaves_nothing_behind(
+    cli, mask_server, area: Path, tree: str, split: str, words: str
+) -> None:
+    r = cli("download", "masks", "--split", split, "--url", _base(mask_server, tree),
+            "--dest", area / "D")  # fmt: skip
+    assert r.code == 1
+    line = _one_error_line(r.err)
+    assert words in line and "nothing was installed" in line and "--url" in line, line
+    if tree == "bad":
+        assert "sha256" in line and "_gtFine_color.png" in line
+    assert _all_files(area) == []
+    # An existing destination keeps exactly what it had.
+    (area / "D").mkdir()
+    (area / "D" / "keep.txt").write_text("mine")
+    r = cli("download", "masks", "--split", split, "--url", _base(mask_server, tree),
+            "--dest", area / "D")  # fmt: skip
+    assert r.code == 1
+    assert _all_files(area) == ["D", "D/keep.txt"]
+
+
+def test_masks_unreachable_names_url(cli, closed_url: str, area: Path) -> None:
+    base = closed_url.rsplit("/", 1)[0]
+    r = cli("download", "masks", "--url", base, "--dest", area / "D")
+    assert r.code == 1
+    line = _one_error_line(r.err)
+    assert base in line and "--url" in line and "nothing was installed" in line
+    assert _all_files(area) == []
+
+
+def test_registries_name_what_the_settings_accept() -> None:
+    from typing import get_args
+
+    from tempo_cli.settings.download import Target
+
+    assert set(get_args(Target)) == set(dl.TARGETS) | {"all"}
+
+
+def test_packaged_mask_manifest_is_the_projects_and_declared_package_data() -> None:
+    import fnmatch
+    from importlib import resources
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    packaged = resources.files("tempo_cli.data").joinpath("reference_masks.json").read_text()
+    shared = REPO.parent / "shared" / "data" / "reference-masks.json"
+    if shared.is_file():
+        assert json.loads(packaged) == json.loads(shared.read_text())
+    # Every data file inside the package is declared, so a wheel carries it.
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = config["tool"]["setuptools"]["package-data"]
+    src = REPO / "src"
+    for p in (src / "tempo_cli").rglob("*"):
+        if not p.is_file() or p.suffix in (".py", ".pyc", ".typed"):
+            continue
+        package = ".".join(p.parent.relative_to(src).parts)
+        patterns = declared.get(package, []) + declared.get("*", [])
+        assert any(fnmatch.fnmatch(p.name, pat) for pat in patterns), p

@@ -42,6 +42,7 @@ def r18_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(path, arch="resnet18", backbone=build_resnet("resnet18"))
 
 
+@pytest.mark.slow
 def test_linear_sweep_compare_save_and_cache(
     cli, demo_root: Path, runs_dir: Path, r18_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -116,6 +117,7 @@ def test_linear_sweep_compare_save_and_cache(
     ]
 
 
+@pytest.mark.slow
 def test_single_checkpoint_reference_layout_and_alias(cli, demo_root: Path, runs_dir: Path) -> None:
     res = cli(
         "eval",
@@ -155,6 +157,7 @@ def test_invalid_samples_pc_exits_2_naming_splits(cli, demo_root: Path) -> None:
     assert res.code == 2 and "--path" in res.err
 
 
+@pytest.mark.slow
 def test_semisup_and_knn(cli, demo_root: Path, runs_dir: Path, tmp_path: Path) -> None:
     res = cli(
         "eval",
@@ -210,6 +213,7 @@ def test_semisup_and_knn(cli, demo_root: Path, runs_dir: Path, tmp_path: Path) -
     assert (runs_dir / "knn" / "accuracy_vs_samples.png").is_file()
 
 
+@pytest.mark.slow
 def test_real_photos_plumbing(cli, asl_sample: Path, tmp_path: Path, runs_dir: Path) -> None:
     """The 120 real photos as both train and test split: 24 letter classes, 5 each."""
     root = tmp_path / "asl"
@@ -217,17 +221,18 @@ def test_real_photos_plumbing(cli, asl_sample: Path, tmp_path: Path, runs_dir: P
     (root / "train").symlink_to(asl_sample / "test", target_is_directory=True)
     (root / "test").symlink_to(asl_sample / "test", target_is_directory=True)
 
-    from tempo_cli.evaluate.features import FeatureRecipe, cached_features
+    from tempo_cli.evaluate.features import FeatureRecipe, FeatureSource
     from tempo_cli.models.backbones import build_resnet
 
     torch.manual_seed(0)
     net = build_resnet("resnet18")
     recipe = FeatureRecipe(image_size=32, bn_stats="running", seed=0)
-    fs = cached_features("test-r18", lambda: net, root, "train", recipe)
+    fs, _ = FeatureSource("test-r18", lambda: net, root, recipe).pair("train")
     assert fs.features.shape == (120, 512) and fs.class_names == list(ASL_LETTERS)
     assert torch.bincount(fs.labels, minlength=24).tolist() == [5] * 24
     # label = position of the folder's letter (K is index 9: no J)
-    assert cached_features("test-r18", lambda: None, root, "train", recipe).cached
+    warm = FeatureSource("test-r18", lambda: None, root, recipe)  # type: ignore[arg-type, return-value]
+    assert all(f.cached for f in warm.pair("train"))
 
     res = cli(
         "eval",
@@ -251,6 +256,7 @@ def test_real_photos_plumbing(cli, asl_sample: Path, tmp_path: Path, runs_dir: P
     assert (runs_dir / "real" / "curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_image_size_auto_follows_the_checkpoint(
     cli, demo_root: Path, runs_dir: Path, tmp_path: Path
 ) -> None:
@@ -275,3 +281,55 @@ def test_image_size_auto_follows_the_checkpoint(
     assert [r["image_size"] for r in _metrics(runs_dir, "explicit")["results"]] == [32]
     (line,) = [ln for ln in res.err.splitlines() if "warning" in ln]
     assert "--image-size 32" in line and "40" in line
+
+
+@pytest.mark.slow
+def test_bn_stats_adapt_and_batch_sizes(cli, demo_root: Path, runs_dir: Path) -> None:
+    common = ("--data", str(demo_root), "--path", "random", "--samples-pc", "1", *TINY)
+    res = cli("eval", "knn", *common, "--bn-stats", "adapt", "--name", "knn-adapt")
+    assert res.code == 0, res.err
+    (rec,) = _metrics(runs_dir, "knn-adapt")["results"]
+    assert rec["bn_stats"] == "adapt" and rec["bn_batch_size"] == [24, 10]
+    lin = ("eval", "linear", *common, "--runs", "2", "--iterations", "5")
+    res = cli(*lin, "--bn-stats", "adapt", "--bn-batch-size", "16,8", "--name", "lin-adapt")
+    assert res.code == 0, res.err
+    (rec,) = _metrics(runs_dir, "lin-adapt")["results"]
+    assert rec["bn_stats"] == "adapt" and rec["bn_batch_size"] == [16, 8]
+    config = json.loads((runs_dir / "lin-adapt" / "config.json").read_text())
+    assert config["bn_batch_size"] == "16,8"
+    res = cli(*lin, "--bn-stats", "batch", "--batch-size", "12", "--name", "lin-batch")
+    assert res.code == 0, res.err
+    (rec,) = _metrics(runs_dir, "lin-batch")["results"]
+    assert rec["bn_batch_size"] == [12, 10]  # auto: the probe's --batch-size, test 10
+    res = cli(*lin, "--name", "lin-running")
+    assert "bn_batch_size" not in _metrics(runs_dir, "lin-running")["results"][0]
+
+    # semisup trains BatchNorm itself: adapt is refused, naming the protocols that take it
+    res = cli("eval", "semisup", *common, "--bn-stats", "adapt")
+    assert res.code == 2 and "Traceback" not in res.err
+    assert "--bn-stats" in res.err and "eval linear, eval knn and pretrain --eval" in res.err
+    for bad in ("0,10", "24", "a,b", "24,10,5"):
+        res = cli("eval", "linear", *common, "--bn-batch-size", bad)
+        assert res.code == 2 and "--bn-batch-size" in res.err and "TRAIN,TEST" in res.err, bad
+
+
+@pytest.mark.slow
+def test_pretrain_eval_takes_bn_stats(demo_root: Path, tmp_path: Path) -> None:
+    from tempo_cli.models.backbones import build_resnet
+    from tempo_cli.models.checkpoint import load_model
+    from tempo_cli.models.projection_head import ProjectionHead
+    from tempo_cli.pretrain.final import FinalModel
+    from tempo_cli.settings.pretrain import PretrainSettings
+
+    torch.manual_seed(0)
+    final = FinalModel("resnet18", build_resnet("resnet18"), ProjectionHead(512, 32, 32), 32, {})
+    path = tmp_path / "m.pt"
+    final.save(path)
+    records = {}
+    for mode in ("running", "adapt"):
+        s = PretrainSettings(bn_stats=mode, seed=0)
+        records[mode] = final.evaluate_and_save(path, demo_root, s, torch.device("cpu"), True)
+    assert records["adapt"]["bn_stats"] == "adapt" and records["adapt"]["bn_batch_size"] == [10, 10]
+    assert records["running"]["bn_stats"] == "running"
+    assert records["adapt"]["accuracy_final_mean"] != records["running"]["accuracy_final_mean"]
+    assert load_model(path).linear is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -95,7 +96,7 @@ def test_extract_features_running_vs_batch_stats() -> None:
     assert run.shape == (7, 512)
     torch.testing.assert_close(run2, run[[6, 0, 1]], atol=1e-5, rtol=1e-4)  # batch-independent
     order = torch.tensor([3, 1, 4, 0, 5, 6, 2])
-    bat = extract_features(net, images, batch_size=3, bn_stats="batch", order=order)
+    bat = extract_features(net, images, batch_size=3, batch_stats=True, order=order)
     assert bat.shape == (7, 512) and not torch.allclose(bat, run)
     # the model is untouched (running statistics not updated by the batch-mode pass)
     for k, v in net.state_dict().items():
@@ -197,4 +198,223 @@ def test_semisup_stops_on_a_non_finite_loss() -> None:
             replace(config, lr=float("inf")),
             checkpoint="x",
             samples_pc=1,
+        )
+
+
+# --- BatchNorm statistics: --bn-stats batch (the reference's shuffles) and adapt ---------
+
+#: Class c's images are a flat level 40 + 50 c plus pixel noise: after a BatchNorm in train
+#: mode, a feature says where an image lies within ITS batch, so batch composition matters.
+_LEVELS = (40, 90, 140, 190)
+
+
+def _write_split(folder, per_class: int, seed: int) -> None:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    for c, level in enumerate(_LEVELS):
+        (folder / f"c{c}").mkdir(parents=True)
+        for k in range(per_class):
+            noise = torch.randint(-12, 13, (8, 8, 3), generator=g)
+            px = (level + noise).clamp(0, 255).to(torch.uint8).numpy()
+            Image.fromarray(px).save(folder / f"c{c}" / f"{k}.png")
+
+
+@pytest.fixture
+def levels_root(tmp_path):
+    """train: 8 images per class (32), test: 5 per class (20), 8x8 PNGs, class-sorted."""
+    _write_split(tmp_path / "levels" / "train", 8, 1)
+    _write_split(tmp_path / "levels" / "test", 5, 2)
+    return tmp_path / "levels"
+
+
+class _LevelNet(torch.nn.Module):
+    """conv 1x1 -> BatchNorm -> average pool: a 2-d feature per image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.bn = torch.nn.BatchNorm2d(2)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.bn(self.conv(x))).flatten(1)
+
+
+def _reference_run(net, train, test, config, run: int, test_order) -> torch.Tensor:
+    """The reference's linear_eval.py for one run, re-implemented: the backbone is never
+    switched to eval mode; features of each shuffled loader batch (train batches = the
+    probe's batches, cached and cycled), then its SGD loop. Returns accuracies (T+1,)."""
+    from tempo_cli.data.transforms import normalize_uint8
+    from tempo_cli.evaluate.linear_probe import run_setup
+
+    n, m, c = len(train.labels), len(test.labels), len(train.class_names)
+    order, _, _ = run_setup(n, c, 2, config.batch_size, config.seed, run)  # its shuffle
+    net = copy.deepcopy(net).train()
+    with torch.no_grad():
+        train_x = torch.empty(n, 2)
+        for idx in order.split(config.batch_size):
+            train_x[idx] = net(normalize_uint8(train.images[idx]))
+        test_x = torch.empty(m, 2)
+        for idx in test_order.split(10):
+            test_x[idx] = net(normalize_uint8(test.images[idx]))
+    acc, _ = reference_linear_eval(train_x, train.labels, test_x, test.labels, c, config, run)
+    return torch.from_numpy(acc)
+
+
+def test_bn_stats_batch_reproduces_the_reference_shuffles(levels_root) -> None:
+    from tempo_cli.data.labelled import load_split
+    from tempo_cli.evaluate.batchnorm import test_order
+    from tempo_cli.evaluate.features import FeatureSource
+    from tempo_cli.evaluate.linear import linear_curves, linear_recipe
+
+    net = _LevelNet()
+    config = ProbeConfig.default(
+        EvalLinearSettings, runs=3, iterations=30, batch_size=8, lr=0.5, bn_stats="batch"
+    )
+    recipe = linear_recipe(config, None)
+    assert (recipe.bn_batches.train, recipe.bn_batches.test) == (8, 10)  # auto: --batch-size,10
+    source = FeatureSource("levels-net", lambda: net, levels_root, recipe)
+    res = linear_curves(source, "train", config, checkpoint="net", samples_pc=None)
+    assert res.extra["bn_stats"] == "batch" and res.extra["bn_batch_size"] == [8, 10]
+
+    train, test = load_split(levels_root, "train", None), load_split(levels_root, "test", None)
+    m = len(test.labels)
+    shuffled = [_reference_run(net, train, test, config, r, test_order(m, 0, r)) for r in range(3)]
+    torch.testing.assert_close(res.accuracy.double(), torch.stack(shuffled), atol=1e-6, rtol=0)
+    # features are made anew for every run, each with its run's shuffles
+    (tr0, te0), (tr1, te1) = source.pair("train", run=0), source.pair("train", run=1)
+    assert not torch.allclose(tr0.features, tr1.features)
+    assert not torch.allclose(te0.features, te1.features)
+    # ... and cached per run: a fresh source reads them back, same curves
+    warm = FeatureSource("levels-net", lambda: None, levels_root, recipe)  # type: ignore[arg-type, return-value]
+    again = linear_curves(warm, "train", config, checkpoint="net", samples_pc=None)
+    assert all(f.cached for f in warm.pair("train", run=2))
+    assert torch.equal(again.accuracy, res.accuracy)
+
+    # class-sorted test batches (each batch of 10 holds 2 classes) lose what tells the
+    # classes apart: the accuracy differs, and is far lower
+    in_order = torch.stack(
+        [_reference_run(net, train, test, config, r, torch.arange(m)) for r in range(3)]
+    )
+    assert float(in_order[:, -1].mean()) < float(res.accuracy[:, -1].mean()) - 0.2
+
+
+def test_semisup_batch_mode_tests_in_shuffled_batches(levels_root) -> None:
+    """semisup --bn-stats batch scores in train mode on shuffled test batches (the TEST of
+    --bn-batch-size), reshuffled at every pass as the reference's shuffled test loader."""
+    from tempo_cli.data.labelled import load_split
+    from tempo_cli.data.transforms import normalize_uint8
+    from tempo_cli.evaluate.batchnorm import BN_MODES, BnBatches, test_generator
+    from tempo_cli.evaluate.semisup import Images, _accuracy, _TestPass
+
+    test = load_split(levels_root, "test", None)
+    twice = torch.cat([test.labels] * 2).sort(stable=True).indices  # 40 images, by class
+    images = Images(torch.cat([test.images] * 2)[twice], torch.cat([test.labels] * 2)[twice])
+    net = torch.nn.Sequential(_LevelNet(), torch.nn.Linear(2, 4))
+    mu = torch.tensor([-1.34, -0.45, 0.45, 1.34])  # a balanced batch's standardised levels
+    with torch.no_grad():
+        net[0].conv.weight.fill_(1 / 3)
+        net[0].conv.bias.zero_()
+        net[1].weight.zero_()
+        net[1].weight[:, 0] = 2 * mu  # logits -(f - mu)^2 + const: the nearest level
+        net[1].bias.copy_(-(mu**2))
+
+    def accuracy(mode: str, batches: BnBatches) -> list[float]:
+        how = _TestPass(BN_MODES[mode], batches, test_generator(0, 0))
+        return [_accuracy(net, images, torch.device("cpu"), how) for _ in range(2)]
+
+    got = accuracy("batch", BnBatches(24, 20))
+    g, want = test_generator(0, 0), []
+    net.train()  # the reference: never switched to eval mode
+    for _ in range(2):  # two passes of a shuffled loader of batch 20
+        correct = 0
+        for idx in torch.randperm(40, generator=g).split(20):
+            with torch.no_grad():
+                pred = net(normalize_uint8(images.images[idx])).argmax(1)
+            correct += int((pred == images.labels[idx]).sum())
+        want.append(correct / 40)
+    assert got == want and min(got) > 0.8
+    # class-sorted batches of 20 (two classes each) would lose half the classes
+    correct = 0
+    for idx in torch.arange(40).split(20):
+        with torch.no_grad():
+            correct += int(
+                (net(normalize_uint8(images.images[idx])).argmax(1) == images.labels[idx]).sum()
+            )
+    assert correct / 40 < 0.6
+    # another TEST batch size is another composition
+    assert accuracy("batch", BnBatches(24, 5)) != got
+
+
+def test_adapt_reestimates_batchnorm_as_an_exact_average(levels_root) -> None:
+    from tempo_cli.data.labelled import load_split
+    from tempo_cli.data.transforms import normalize_uint8
+    from tempo_cli.evaluate.batchnorm import (
+        BnBatches,
+        adapt_batchnorm,
+        extract_features,
+        test_generator,
+    )
+    from tempo_cli.evaluate.features import FeatureRecipe, FeatureSource
+
+    net = _LevelNet()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train, test = load_split(levels_root, "train", None), load_split(levels_root, "test", None)
+    # one batch per split: the statistics are the mean of the two splits' batch statistics
+    g = torch.Generator().manual_seed(0)
+    adapted = adapt_batchnorm(net, [(train.images, 32), (test.images, 20)], g)
+    with torch.no_grad():
+        a = net.conv(normalize_uint8(train.images)).transpose(0, 1).flatten(1)  # (2, N*H*W)
+        b = net.conv(normalize_uint8(test.images)).transpose(0, 1).flatten(1)
+    bn = adapted.bn
+    torch.testing.assert_close(bn.running_mean, (a.mean(1) + b.mean(1)) / 2)
+    torch.testing.assert_close(bn.running_var, (a.var(1) + b.var(1)) / 2)  # unbiased
+    assert int(bn.num_batches_tracked) == 2 and bn.momentum == 0.1 and not adapted.training
+    for k, v in net.state_dict().items():  # the evaluated model is untouched
+        assert torch.equal(v, before[k]), k
+
+    # adapt mode: features in eval mode of the adapted copy; the test features depend on
+    # the training split the statistics were estimated with (both name the cache entry)
+    recipe = FeatureRecipe(None, "adapt", 0, BnBatches(8, 10))
+    source = FeatureSource("levels-net", lambda: net, levels_root, recipe)
+    tr, te = source.pair("train")
+    passes = [(train.images, 8), (test.images, 10)]  # shuffled by run 0's test generator
+    adapted = adapt_batchnorm(net, passes, test_generator(0, 0))
+    torch.testing.assert_close(tr.features, extract_features(adapted, train.images))
+    torch.testing.assert_close(te.features, extract_features(adapted, test.images))
+    running, _ = FeatureSource(None, lambda: net, levels_root, FeatureRecipe(None)).pair("train")
+    assert not torch.allclose(tr.features, running.features, atol=1e-3)
+    warm = FeatureSource("levels-net", lambda: None, levels_root, recipe)  # type: ignore[arg-type, return-value]
+    assert all(f.cached for f in warm.pair("train"))
+    (levels_root / "test" / "c0" / "0.png").unlink()  # new test images: new statistics
+    fresh = FeatureSource("levels-net", lambda: net, levels_root, recipe)
+    assert not any(f.cached for f in fresh.pair("train"))
+
+
+def test_bn_modes_match_the_settings() -> None:
+    from typing import get_args
+
+    from tempo_cli.evaluate.batchnorm import BN_MODES, bn_mode
+    from tempo_cli.settings.pretrain import PretrainSettings
+
+    for cls in (EvalLinearSettings, PretrainSettings):
+        assert set(get_args(cls.model_fields["bn_stats"].annotation)) == set(BN_MODES)
+    assert [m for m, mode in BN_MODES.items() if not mode.fine_tunes] == ["adapt"]
+    with pytest.raises(ValueError, match="one of running, batch, adapt"):
+        bn_mode("frozen")
+    s = EvalLinearSettings(path=["random"], bn_batch_size=" 12, 5")
+    assert s.bn_batch_size == "12,5" and s.bn_batches() == (12, 5)
+    assert EvalLinearSettings(path=["random"]).bn_batches() is None  # auto
+    assert ProbeConfig.from_settings(s).bn_batch_size == (12, 5)
+    # the core refuses adapt for fine-tuning too (a settings object is not the only way in)
+    from tempo_cli.errors import UsageError
+    from tempo_cli.evaluate.semisup import finetune_curves
+
+    train, test = _tiny_images(8)
+    config = ProbeConfig.default(EvalSemisupSettings, runs=1, iterations=1, bn_stats="adapt")
+    with pytest.raises(UsageError, match="semisup takes running or batch"):
+        finetune_curves(
+            torch.nn.Flatten(), 192, train, test, 2, config, checkpoint="x", samples_pc=1
         )

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from tempo_cli.explain.adversarial import level_key
-from tempo_cli.explain.attacks import add_noise, noise_pattern
+from tempo_cli.explain.attacks import AttackOptions, add_noise, noise_pattern
 from tempo_cli.explain.relevance import fatten, find_masks, load_mask, relative_relevance
 
 LETTERS = "ABCDEFGHIKLMNOPQRSTUVWXY"
@@ -376,11 +376,13 @@ def test_registries_name_what_the_settings_accept() -> None:
     """`--method` / `--attack` are Literals in the (torch-free) settings: same names."""
     from typing import get_args
 
-    from tempo_cli.explain.attacks import ATTACKS
+    from tempo_cli.explain.attacks import ATTACKS, NOISES
     from tempo_cli.explain.attribution import METHODS
+    from tempo_cli.explain.colours import CMAPS
     from tempo_cli.settings.explain import (
         DEFAULT_LEVELS,
         ExplainAdversarialSettings,
+        ExplainLrpSettings,
         ExplainSettings,
     )
 
@@ -390,6 +392,9 @@ def test_registries_name_what_the_settings_accept() -> None:
     assert set(METHODS) == names(ExplainSettings, "method")
     assert set(ATTACKS) == names(ExplainAdversarialSettings, "attack")
     assert set(DEFAULT_LEVELS) == set(ATTACKS)
+    assert set(NOISES) == names(ExplainAdversarialSettings, "noise")
+    assert set(CMAPS) == names(ExplainAdversarialSettings, "cmap")
+    assert set(CMAPS) == names(ExplainLrpSettings, "cmap")
 
 
 # --- noise and attacks ---------------------------------------------------------------------
@@ -422,7 +427,7 @@ def test_gradient_attacks_stay_in_budget_and_use_the_clean_class() -> None:
     fooled = {}
     for name in ("fgsm", "pgd"):
         attack = ATTACKS[name]
-        kw = {"indices": list(range(16)), "seed": 0, "steps": 5}
+        kw = {"indices": list(range(16)), "options": AttackOptions(steps=5)}
         assert torch.equal(attack.perturb(model, x, clean, 0.0, **kw), x)
         xa = attack.perturb(model, x, clean, 0.05, **kw)
         assert float((xa - x).abs().max()) <= 0.05 + 1e-6
@@ -433,6 +438,7 @@ def test_gradient_attacks_stay_in_budget_and_use_the_clean_class() -> None:
     assert fooled["fgsm"] > 0 and fooled["pgd"] > 0, fooled
 
 
+@pytest.mark.slow
 def test_explain_adversarial_noise_figure_and_table(
     cli, asl_small: Path, models, tmp_path: Path
 ) -> None:
@@ -471,6 +477,10 @@ def test_explain_adversarial_noise_figure_and_table(
         assert r["attack"] == "noise"
         assert list(r["accuracy_by_level"]) == ["0", "0.1", "0.2", "0.3", "0.4", "0.5"]
         assert all(0.0 <= a <= 1.0 for a in r["accuracy_by_level"].values())
+    # the study's noise model by default, recorded; heatmaps in the study's colours
+    assert (m["noise"], m["noise_scale"], m["labelled"]) == ("gaussian", 0.3, True)
+    assert m["cmap"] == "reference"
+    assert _bluish_pixels(figs[0]) > 0  # negative relevance is blue (a Reds ramp has none)
 
 
 def _train_demo_classifier(demo_root: Path, path: Path, size: int) -> Path:
@@ -554,3 +564,279 @@ def test_pgd_lowers_accuracy_more_than_noise_of_same_budget(
     assert acc["fgsm"][eps] < acc["noise"][eps], acc
     assert math.isfinite(acc["pgd"][eps])
     assert (tmp_path / "pgd" / "figures" / "A_0.png").is_file()
+
+
+# --- the study's noise model (issue 11) ------------------------------------------------------
+
+
+def _excess_kurtosis(d: torch.Tensor) -> float:
+    d = d.double().flatten()
+    d = d - d.mean()
+    return float((d**4).mean() / (d**2).mean() ** 2 - 3.0)
+
+
+def test_default_noise_on_flat_grey_is_the_studys() -> None:
+    """`tempo explain adversarial`'s defaults at level 0.3 on a flat grey 128 px image:
+    per-pixel differences with std 0.09 +- 0.01 (0.3 x level) and excess kurtosis near 0
+    (Gaussian; today's uniform noise: std 0.173, kurtosis -1.2)."""
+    from tempo_cli.explain.adversarial import attack_options
+    from tempo_cli.explain.attacks import ATTACKS
+    from tempo_cli.settings.explain import ExplainAdversarialSettings
+
+    settings = ExplainAdversarialSettings(path="clf.pth")
+    assert (settings.attack, settings.noise, settings.noise_scale) == ("noise", "gaussian", 0.3)
+    attack = ATTACKS[settings.attack]
+    grey = torch.full((2, 3, 128, 128), 0.5)
+    y = torch.full((2,), -1)
+    noisy = attack.perturb(None, grey, y, 0.3, indices=[0, 1], options=attack_options(settings))
+    d = noisy - grey
+    assert float(d.std()) == pytest.approx(0.09, abs=0.01)
+    assert abs(_excess_kurtosis(d)) < 0.1
+    assert float(d.mean()) == pytest.approx(0.0, abs=0.003)
+    assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0
+    # independent per pixel and colour channel: neighbours and channels uncorrelated
+    a = d[0].flatten(1)
+    assert abs(float(torch.corrcoef(a[:2])[0, 1])) < 0.03
+    assert (
+        abs(float(torch.corrcoef(torch.stack([d[0, 0, :, :-1], d[0, 0, :, 1:]]).flatten(1))[0, 1]))
+        < 0.03
+    )
+    # seeded per image, so independent of the batch: image 1 alone is the same
+    alone = attack.perturb(
+        None, grey[1:], y[1:], 0.3, indices=[1], options=attack_options(settings)
+    )
+    assert torch.equal(alone, noisy[1:])
+    # one pattern growing with the level
+    at_01 = attack.perturb(None, grey, y, 0.1, indices=[0, 1], options=attack_options(settings))
+    assert torch.allclose(3 * (at_01 - grey), d, atol=1e-5)
+    # --noise-scale scales the std
+    half = AttackOptions(noise="gaussian", noise_scale=0.15)
+    d2 = attack.perturb(None, grey, y, 0.3, indices=[0, 1], options=half) - grey
+    assert float(d2.std()) == pytest.approx(0.045, abs=0.005)
+
+
+def test_uniform_noise_keeps_the_earlier_model_exactly() -> None:
+    """`--noise uniform`: clip(x + level * u, 0, 1), u the seeded uniform pattern."""
+    from tempo_cli.explain.attacks import ATTACKS
+
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    options = AttackOptions(seed=4, noise="uniform", noise_scale=0.7)  # scale: not used
+    noisy = ATTACKS["noise"].perturb(
+        None, x, torch.zeros(3), 0.2, indices=[5, 6, 7], options=options
+    )
+    expected = torch.stack(
+        [
+            add_noise(x[k : k + 1].clone(), noise_pattern(5 + k, (3, 16, 16), 4)[None], 0.2)[0]
+            for k in range(3)
+        ]
+    )
+    assert torch.equal(noisy, expected)
+    assert ATTACKS["noise"].metrics(options) == {"noise": "uniform", "noise_scale": None}
+
+
+def test_noise_options_exit_2(cli, models) -> None:
+    res = cli("explain", "adversarial", "--path", models["tempo"], "--noise-scale", "0")
+    assert res.code == 2 and "--noise-scale" in res.err
+    res = cli("explain", "adversarial", "--path", models["tempo"], "--noise", "salt")
+    assert res.code == 2 and "--noise" in res.err
+    res = cli("explain", "lrp", "--path", models["tempo"], "--cmap", "jet")
+    assert res.code == 2 and "--cmap" in res.err and "reference" in res.err
+
+
+# --- heatmap colours and contact sheets --------------------------------------------------------
+
+
+def _bluish_pixels(png: Path) -> int:
+    """Pixels clearly more blue than red (none in a white-to-red ramp)."""
+    with Image.open(png) as im:
+        a = np.asarray(im.convert("RGB")).astype(int)
+    return int(((a[..., 2] - a[..., 0]) > 60).sum())
+
+
+def test_reference_colours_are_zennits_signed_symmetric_map() -> None:
+    """Zero -> light grey, +max -> red #d00000, -max -> blue #0000d0, symmetric in sign,
+    exactly zennit's `seismic` palette on its symmetric scale."""
+    from zennit.image import palette
+
+    from tempo_cli.explain.figures import heatmap_rgb
+
+    h = np.array([[0.0, 2.0, -2.0, 1.0], [-1.0, 0.5, -0.5, 0.0]])
+    rgb = heatmap_rgb(h)  # the default
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 4, 3)
+    assert tuple(rgb[0, 1]) == (0xD0, 0, 0) and tuple(rgb[0, 2]) == (0, 0, 0xD0)
+    assert np.abs(rgb[0, 0].astype(int) - 0xD0).max() <= 2  # zero: light grey (#ceced0)
+    # symmetric: -R is R's colour with red and blue swapped (up to zennit's rounding)
+    assert np.abs(rgb[1, 0].astype(int) - rgb[0, 3][::-1].astype(int)).max() <= 2
+    # zennit's arithmetic: index = int(255 * (R + m) / 2m), m = max |R|
+    pal = np.asarray(palette("seismic")).reshape(256, 3)
+    index = ((h + 2.0) / 4.0 * 255).clip(0, 255).astype(np.uint8)
+    assert np.array_equal(rgb, pal[index])
+    # the scale is symmetric: a map of only positive relevance has no blue
+    pos = heatmap_rgb(np.array([[0.0, 1.0], [0.25, 0.5]]))
+    assert tuple(pos[0, 0]) == tuple(rgb[0, 0]) and (pos[..., 2] <= 0xD0).all()
+    # an all-zero map is uniform zero-grey, not a division by zero
+    assert (heatmap_rgb(np.zeros((3, 3))) == rgb[0, 0]).all()
+    # --cmap reds: the earlier white-to-red ramp from the minimum
+    reds = heatmap_rgb(h, "reds")
+    assert reds[0, 2].min() >= 240  # the minimum: white
+    assert reds[0, 1][0] > 3 * int(reds[0, 1][2])  # the maximum: red
+
+
+def test_contact_sheet_is_a_grid_that_fits_a_screen() -> None:
+    """20 images x (photo + 2 heatmaps) at 64 px: a grid within 1920 x 1080 with 128 px
+    cells, not one 20-row column (268 x 2944 px before)."""
+    from tempo_cli.explain.figures import contact_sheet
+
+    n = 20
+    pixels = torch.rand(n, 3, 64, 64)
+    maps = [torch.randn(n, 64, 64), torch.randn(n, 64, 64)]
+    preds = [["A"] * n, ["B"] * n]
+    sheet = contact_sheet("class A", pixels, maps, ["tempo", "baseline"], preds)
+    w, h = sheet.size
+    assert w <= 1920 and h <= 1080, sheet.size
+    assert w > h  # landscape, like the screen
+    # cells stay 128 px (the whole image visible at the size the single column used)
+    a = np.asarray(sheet).astype(int)
+    grey_row = (np.abs(a - 0xCE).max(-1) <= 60).sum(1)  # heatmap pixels per row
+    assert grey_row.max() >= 2 * 128  # a row crosses several heatmaps side by side
+    # a small class stays small; a large one still fits the screen (smaller cells)
+    assert contact_sheet("x", pixels[:2], maps[:1], ["t"], preds[:1]).size[1] < 400
+    big = contact_sheet(
+        "x", torch.rand(60, 3, 64, 64), [torch.randn(60, 64, 64)], ["t"], [["A"] * 60]
+    )
+    assert big.size[0] <= 1920 and big.size[1] <= 1080, big.size
+
+
+def test_explain_lrp_writes_reference_colours(cli, asl_tiny: Path, models, tmp_path: Path) -> None:
+    """Every heatmap PNG uses the reference palette by default; `--cmap reds` the ramp."""
+    from zennit.image import palette
+
+    pal = {tuple(c) for c in np.asarray(palette("seismic")).reshape(256, 3).tolist()}
+    for cmap in ("reference", "reds"):
+        out = tmp_path / cmap
+        args = ["--cmap", cmap] if cmap != "reference" else []
+        res = cli(
+            "explain",
+            "lrp",
+            "--path",
+            models["tempo"],
+            "--data",
+            asl_tiny,
+            "--image-size",
+            "32",
+            "--out",
+            out,
+            "--quiet",
+            *args,
+        )
+        assert res.code == 0, res.err
+        assert _metrics(out)["cmap"] == cmap
+        for png in (out / "heatmaps").glob("*.png"):
+            with Image.open(png) as im:
+                colours = {tuple(c) for c in np.asarray(im).reshape(-1, 3).tolist()}
+            inside = colours <= pal
+            assert inside == (cmap == "reference"), (png, len(colours - pal))
+            if cmap == "reference":  # the extreme of |R| is full red or full blue
+                assert (0xD0, 0, 0) in colours or (0, 0, 0xD0) in colours
+        assert (out / "sheets" / "A.png").is_file()
+
+
+# --- unlabelled photos (--images DIR) ---------------------------------------------------------
+
+
+@pytest.fixture
+def flat_photos(asl_tiny: Path, tmp_path: Path) -> Path:
+    """A flat folder: two real photos and a flat grey image, no class folders."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    for k, p in enumerate(sorted((asl_tiny / "test").glob("*/*.png"))):
+        (d / f"photo{k}.png").symlink_to(p.resolve())
+    Image.new("RGB", (80, 80), (128, 128, 128)).save(d / "grey.png")
+    (d / "notes.txt").write_text("not an image")
+    return d
+
+
+def test_explain_lrp_unlabelled_folder(cli, flat_photos: Path, models, tmp_path: Path) -> None:
+    out = tmp_path / "lrp"
+    res = cli(
+        "explain",
+        "lrp",
+        "--path",
+        models["tempo"],
+        "--compare",
+        models["baseline"],
+        "--images",
+        flat_photos,
+        "--image-size",
+        "32",
+        "--method",
+        "saliency",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert res.code == 0, res.err
+    names = sorted(p.name for p in (out / "heatmaps").glob("*.png"))
+    # images in name order: grey, photo0, photo1
+    assert names == sorted(
+        f"{i}_{m}_{k}.png"
+        for k, i in enumerate(["grey", "photo0", "photo1"])
+        for m in ("tempo", "baseline")
+    )
+    assert [p.name for p in (out / "sheets").glob("*.png")] == ["images_1.png"]
+    m = _metrics(out)
+    assert m["labelled"] is False and m["images"] == 3 and m["heatmaps"] == 6
+    assert Path(m["images_dir"]) == flat_photos
+    assert all("accuracy" not in r for r in m["models"])
+    assert "accuracy" not in res.err
+
+
+def test_explain_adversarial_unlabelled_folder(
+    cli, flat_photos: Path, models, tmp_path: Path
+) -> None:
+    out = tmp_path / "adv"
+    res = cli(
+        "explain",
+        "adversarial",
+        "--path",
+        models["tempo"],
+        "--compare",
+        models["baseline"],
+        "--images",
+        flat_photos,
+        "--image-size",
+        "32",
+        "--method",
+        "saliency",
+        "--levels",
+        "0,0.3",
+        "--out",
+        out,
+    )
+    assert res.code == 0, res.err
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
+        "grey_0.png",
+        "photo0_1.png",
+        "photo1_2.png",
+    ]
+    assert not list(out.glob("accuracy_*"))  # no accuracy table, plot or printout
+    assert "Accuracy" not in res.out
+    m = _metrics(out)
+    assert m["labelled"] is False and m["images"] == 3
+    assert "table" not in m and "plot" not in m
+    for r in m["models"]:
+        assert "accuracy_by_level" not in r and r["attack"] == "noise"
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 3 * 2 * 2
+    assert {r["id"] for r in rows} == {"grey", "photo0", "photo1"}
+    assert all(r["prediction"] in LETTERS for r in rows)
+
+
+def test_explain_images_must_be_a_flat_folder_of_images(
+    cli, asl_tiny: Path, models, tmp_path: Path
+) -> None:
+    for bad in (tmp_path / "missing", asl_tiny):  # asl_tiny holds only folders
+        res = cli("explain", "adversarial", "--path", models["tempo"], "--images", bad, "--quiet")
+        assert res.code == 2, res.err
+        assert "--images" in res.err and "flat folder" in res.err
+        assert len(res.err.strip().splitlines()) == 1

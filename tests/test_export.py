@@ -135,3 +135,84 @@ def test_export_usage_errors(cli, ckpt, tmp_path: Path) -> None:
     r = cli("export", "--path", tmp_path / "missing.pt", "--format", "torchvision",
             "--out", tmp_path / "o")  # fmt: skip
     assert r.code == 1 and "missing.pt" in r.err
+
+
+# --- the reference's classifier layout ------------------------------------------------------
+
+
+class TempoLinear(nn.Module):
+    """The reference's classifier as SPEC.md describes it (its `TempoLinear`, any depth)."""
+
+    def __init__(self, resnet: nn.Module, features: int, classes: int) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(*list(resnet.children())[:-1])
+        self.linear = nn.Linear(features, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.flatten(self.backbone(x), start_dim=1))
+
+
+@pytest.mark.parametrize(
+    ("arch", "features", "classes"), [("resnet18", 512, 24), ("resnet50", 2048, 5)]
+)
+def test_export_reference_loads_strictly_with_same_logits(
+    cli, ckpt, tmp_path: Path, arch: str, features: int, classes: int
+) -> None:
+    if arch == "resnet18":
+        path = ckpt[0]
+    else:
+        torch.manual_seed(1)
+        path = tmp_path / "r50.pt"
+        backbone = build_resnet(arch)
+        backbone.train()
+        with torch.no_grad():
+            backbone(torch.randn(2, 3, 32, 32))
+        save_checkpoint(path, arch=arch, backbone=backbone, linear=nn.Linear(features, classes))
+    out = tmp_path / "reference.pth"
+    r = cli("export", "--path", path, "--format", "reference", "--out", out, "--name", "ref")
+    assert r.code == 0, r.err
+    state = torch.load(out, weights_only=True)
+    assert {"backbone.0.weight", "backbone.1.running_var", "backbone.4.0.conv1.weight",
+            "backbone.7.1.bn2.bias", "linear.weight", "linear.bias"} <= set(state)  # fmt: skip
+    assert not any(k.startswith(("conv1", "bn1", "layer", "fc")) for k in state)
+    reference = TempoLinear(getattr(tvm, arch)(weights=None), features, classes)
+    reference.load_state_dict(state, strict=True)
+    tempo = load_model(path).classifier()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        expected = tempo.eval()(x)
+        got = reference.eval()(x)
+    assert got.shape == (3, classes)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    back = load_model(out)  # tempo reads its own export back as a reference checkpoint
+    assert back.source_format == "reference" and back.arch == arch
+    assert torch.equal(back.linear.weight, state["linear.weight"])
+    metrics = json.loads((Path(os.environ["TEMPO_RUNS_DIR"]) / "ref" / "metrics.json").read_text())
+    assert metrics["format"] == "reference" and metrics["classes"] == classes
+
+
+@pytest.mark.parametrize("source", ["headless", "random"])
+def test_export_reference_without_linear_head_exits_1(cli, tmp_path: Path, source: str) -> None:
+    path: Path | str = "random"
+    if source == "headless":
+        path = tmp_path / "headless.pt"
+        save_checkpoint(path, arch="resnet18", backbone=build_resnet("resnet18"))
+    out = tmp_path / "ref.pth"
+    r = cli("export", "--path", path, "--format", "reference", "--out", out,
+            "--backbone", "resnet18")  # fmt: skip
+    assert r.code == 1
+    lines = [ln for ln in r.err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.err, r.err
+    assert "tempo eval linear" in lines[0] and "--save-model" in lines[0]
+    assert str(path) in lines[0]
+    assert not out.exists() and list(tmp_path.glob(".ref.pth*")) == []
+
+
+def test_export_formats_registry_matches_settings() -> None:
+    from typing import get_args
+
+    from tempo_cli.models.export import FORMATS
+    from tempo_cli.settings.export import ExportSettings
+
+    allowed = get_args(ExportSettings.model_fields["format"].annotation)
+    assert set(allowed) == set(FORMATS)

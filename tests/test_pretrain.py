@@ -85,6 +85,8 @@ def losses(metrics: dict[str, Any]) -> list[float]:
         (["--resume", "no-such-file.pt"], "--resume"),
         (["--max-steps", "0"], "--max-steps"),
         (["--device", "tpu"], "--device"),
+        (["--precision", "fp8"], "--precision"),
+        (["--loss-std", "population"], "--loss-std"),
     ],
 )
 def test_invalid_options_exit_2_naming_the_option(cli, args: list[str], option: str) -> None:
@@ -245,6 +247,7 @@ def test_resume_of_a_model_without_training_state_is_one_line(cli, frames: Path)
     assert "--init" in r.err and len(r.err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_exits_1_and_keeps_last_good_checkpoint(cli, frames: Path) -> None:
     from tempo_cli.pretrain import run
 
@@ -339,6 +342,7 @@ def test_sigint_saves_resumable_checkpoint_and_exits_130(frames: Path, tmp_path:
     assert metrics["interrupted"] is True
 
 
+@pytest.mark.slow
 def test_eval_runs_linear_probe_and_saves_classifier(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -374,3 +378,76 @@ def test_eval_runs_linear_probe_and_saves_classifier(
 def test_eval_without_labelled_splits_is_a_usage_error(cli, frames: Path) -> None:
     r = cli("pretrain", "--data", frames, "--eval", "--init", "random", "--backbone", "resnet18")
     assert r.code == 2 and "--eval" in r.err
+
+
+# --- precision and the loss standardisation -------------------------------------------
+
+
+def test_precision_modes_resolve_per_device() -> None:
+    from typing import get_args
+
+    from tempo_cli.errors import UsageError
+    from tempo_cli.pretrain.precision import BF16, FP16, FP32, PRECISIONS
+
+    field = PretrainSettings.model_fields["precision"]
+    assert set(get_args(field.annotation)) == set(PRECISIONS) and field.default == "auto"
+    auto = PRECISIONS["auto"]
+    assert auto.resolve("cuda", cuda_bf16=True) is BF16
+    for device, bf16 in [("cuda", False), ("cpu", True), ("mps", True)]:
+        assert auto.resolve(device, cuda_bf16=bf16) is FP32  # fp32 everywhere else
+    assert FP16.resolve("cuda", cuda_bf16=False) is FP16
+    with pytest.raises(UsageError, match="--precision"):
+        BF16.resolve("cuda", cuda_bf16=False)
+    # A gradient scaler only for fp16 on CUDA; fp32 is the reference's plain arithmetic.
+    assert [p.uses_scaler("cuda") for p in (FP16, BF16, FP32)] == [True, False, False]
+    assert not FP16.uses_scaler("cpu")
+    assert (FP32.dtype, FP32.channels_last, BF16.channels_last) == (None, False, True)
+
+
+@pytest.mark.slow
+def test_bf16_autocast_on_cpu_trains_saves_and_resumes(frames: Path) -> None:
+    """The mixed-precision path (autocast, channels-last) on CPU: resnet18 at 32 px."""
+    import torch
+
+    from tempo_cli.models.checkpoint import load_model
+    from tempo_cli.pretrain import run, train
+
+    fp32 = run(tiny(frames, name="fp32", precision="fp32", max_steps=2))
+    auto = run(tiny(frames, name="auto", max_steps=2))  # auto on a CPU: fp32
+    assert (fp32["precision"], auto["precision"]) == ("fp32", "fp32")
+    assert losses(auto) == losses(fp32)
+
+    part = train(tiny(frames, name="bf16", precision="bf16", max_steps=2))
+    assert part.metrics["precision"] == "bf16"
+    assert part.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(np.isfinite(losses(part.metrics)))
+    assert losses(part.metrics) != losses(fp32)  # bfloat16 arithmetic did run
+    last = Path(part.metrics["last"])
+    assert load_model(last).training_state["settings"]["precision"] == "bf16"
+    whole = run(tiny(frames, name="bf16", max_steps=4, resume=str(last)))
+    assert whole["precision"] == "bf16" and whole["steps"] == 4  # the saved choice
+    assert all(np.isfinite(losses(whole))) and len(whole["epochs"]) == 2
+    model = load_model(whole["checkpoint"])
+    assert all(torch.isfinite(p).all() for p in model.backbone.parameters())
+
+
+@pytest.mark.slow
+def test_loss_std_default_and_old_files_keep_biased(frames: Path, tmp_path: Path) -> None:
+    """Default unbiased (the reference's); a last.pt from before --loss-std resumes biased."""
+    import torch
+
+    from tempo_cli.pretrain import run
+    from tempo_cli.pretrain.state import load_resume, resumed_settings
+
+    m = run(tiny(frames, name="std", epochs=1, max_steps=1))
+    config = json.loads((Path(os.environ["TEMPO_RUNS_DIR"]) / "std" / "config.json").read_text())
+    assert config["loss_std"] == "unbiased"
+    ckpt = torch.load(m["last"], weights_only=True)
+    del ckpt["training_state"]["settings"]["loss_std"]
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    state = load_resume(old)
+    assert resumed_settings(tiny(frames), state).loss_std == "biased"
+    assert resumed_settings(tiny(frames, loss_std="unbiased"), state).loss_std == "unbiased"
+    biased = run(tiny(frames, name="std-b", epochs=1, max_steps=1, loss_std="biased"))
+    assert losses(biased) != losses(m)

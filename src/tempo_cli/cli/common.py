@@ -10,10 +10,13 @@ import typer
 
 from tempo_cli.cli.options import option
 from tempo_cli.settings import CommandSettings, load_settings
+from tempo_cli.settings.pretrain import PretrainSettings
 
 NameOpt = Annotated[str | None, option(CommandSettings, "name", "--name")]
 QuietOpt = Annotated[bool | None, option(CommandSettings, "quiet", "--quiet")]
 DebugOpt = Annotated[bool | None, option(CommandSettings, "debug", "--debug")]
+# `recipe` is a field of the commands that take it (pretrain, eval *); all share its help.
+RecipeOpt = Annotated[str | None, option(PretrainSettings, "recipe", metavar="NAME")]
 # Not a setting: where the settings come from.
 ConfigOpt = Annotated[
     Path | None,

@@ -1,4 +1,4 @@
-"""`tempo download [asl|models|demo|all]`: parse options, build DownloadSettings, call the core."""
+"""`tempo download [asl|models|masks|demo|all]`: options -> DownloadSettings -> the core."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ def download(
     sha256: Annotated[str | None, option(DownloadSettings, "sha256", "--sha256")] = None,
     force: Annotated[bool | None, option(DownloadSettings, "force", "--force")] = None,
     seed: Annotated[int | None, option(DownloadSettings, "seed", "--seed")] = None,
+    split: Annotated[str | None, option(DownloadSettings, "split", "--split")] = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Download the ASL datasets or the model zoo (verified, resumable), or make the demo."""
+    """Download the ASL datasets, the model zoo or the hand masks (verified), or make the demo."""
     values = dict(locals())
 
     from tempo_cli.data.download import run  # lazy: keeps `tempo --help` free of torch

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 
 import typer
 
-from tempo_cli.cli.common import ConfigOpt, DebugOpt, NameOpt, QuietOpt, run_command
+from tempo_cli.cli.common import (
+    ConfigOpt,
+    DebugOpt,
+    NameOpt,
+    QuietOpt,
+    RecipeOpt,
+    run_command,
+)
 from tempo_cli.cli.options import option
 from tempo_cli.settings.evaluate import (
     EvalHeadSettings,
@@ -41,6 +48,9 @@ ImageSizeOpt = Annotated[
 RunsOpt = Annotated[int | None, option(EvalHeadSettings, "runs", panel=_P)]
 LrOpt = Annotated[float | None, option(EvalHeadSettings, "lr", panel=_P)]
 BnOpt = Annotated[str | None, option(EvalSettings, "bn_stats", panel=_P)]
+BnBatchOpt = Annotated[
+    str | None, option(EvalSettings, "bn_batch_size", panel=_P, metavar="TRAIN,TEST|auto")
+]
 SaveOpt = Annotated[str | None, option(EvalHeadSettings, "save_model", "--save-model", panel=_P)]
 SaveAlias = Annotated[
     str | None, typer.Option("--save_model", hidden=True, help="Same as --save-model.")
@@ -76,6 +86,7 @@ def linear(
         float | None, option(EvalLinearSettings, "weight_decay", panel=_P)
     ] = None,
     bn_stats: BnOpt = None,
+    bn_batch_size: BnBatchOpt = None,
     save_model: SaveOpt = None,
     save_model_ref: SaveAlias = None,
     seed: SeedOpt = None,
@@ -84,6 +95,7 @@ def linear(
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
     config: ConfigOpt = None,
+    recipe: RecipeOpt = None,
 ) -> None:
     """Linear probe on frozen features: all runs trained at once, test accuracy every step."""
     values = _merge_aliases(dict(locals()))
@@ -110,6 +122,7 @@ def semisup(
     ] = None,
     eval_every: Annotated[int | None, option(EvalSemisupSettings, "eval_every", panel=_P)] = None,
     bn_stats: BnOpt = None,
+    bn_batch_size: BnBatchOpt = None,
     save_model: SaveOpt = None,
     save_model_ref: SaveAlias = None,
     seed: SeedOpt = None,
@@ -118,6 +131,7 @@ def semisup(
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
     config: ConfigOpt = None,
+    recipe: RecipeOpt = None,
 ) -> None:
     """Fine-tune the whole network with a fresh linear head (the semi-supervised protocol)."""
     values = _merge_aliases(dict(locals()))
@@ -138,12 +152,14 @@ def knn(
     backbone: BackboneOpt = None,
     image_size: ImageSizeOpt = None,
     bn_stats: BnOpt = None,
+    bn_batch_size: BnBatchOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
     config: ConfigOpt = None,
+    recipe: RecipeOpt = None,
 ) -> None:
     """Weighted k-nearest-neighbour accuracy on L2-normalised frozen features."""
     values = _merge_aliases(dict(locals()))

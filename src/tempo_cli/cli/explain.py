@@ -39,6 +39,8 @@ ImageSizeOpt = Annotated[
 BatchSizeOpt = Annotated[int | None, option(ExplainSettings, "batch_size", panel=_A)]
 DeviceOpt = Annotated[str | None, option(ExplainSettings, "device", panel=_A)]
 SeedOpt = Annotated[int | None, option(ExplainSettings, "seed", panel=_A)]
+CmapOpt = Annotated[str | None, option(ExplainLrpSettings, "cmap", panel=_A)]
+ImagesOpt = Annotated[str | None, option(ExplainLrpSettings, "images", panel=_M)]
 
 
 @explain_app.command("lrp")
@@ -48,9 +50,11 @@ def lrp(
     data: DataOpt = None,
     split: SplitOpt = None,
     out: OutOpt = None,
+    images: ImagesOpt = None,
     method: MethodOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = None,
+    cmap: CmapOpt = None,
     sheets: Annotated[
         bool | None, option(ExplainLrpSettings, "sheets", "--sheets/--no-sheets")
     ] = None,
@@ -80,6 +84,10 @@ def adversarial(
     attack: Annotated[str | None, option(ExplainAdversarialSettings, "attack")] = None,
     steps: Annotated[int | None, option(ExplainAdversarialSettings, "steps")] = None,
     figures: Annotated[int | None, option(ExplainAdversarialSettings, "figures")] = None,
+    noise: Annotated[str | None, option(ExplainAdversarialSettings, "noise")] = None,
+    noise_scale: Annotated[float | None, option(ExplainAdversarialSettings, "noise_scale")] = None,
+    images: ImagesOpt = None,
+    cmap: CmapOpt = None,
     method: MethodOpt = None,
     image_size: ImageSizeOpt = None,
     batch_size: BatchSizeOpt = None,

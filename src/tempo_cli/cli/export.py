@@ -22,7 +22,7 @@ def export(
     debug: DebugOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a checkpoint as a plain torchvision ResNet state dict or a detectron2 .pkl."""
+    """Write a checkpoint as a torchvision state dict, a detectron2 .pkl or a reference file."""
     values: dict[str, Any] = dict(locals())
 
     from tempo_cli.models.export import run  # lazy: keeps `tempo --help` free of torch

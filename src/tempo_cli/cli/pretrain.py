@@ -7,7 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
-from tempo_cli.cli.common import ConfigOpt, DebugOpt, NameOpt, QuietOpt, run_command
+from tempo_cli.cli.common import (
+    ConfigOpt,
+    DebugOpt,
+    NameOpt,
+    QuietOpt,
+    RecipeOpt,
+    run_command,
+)
 from tempo_cli.cli.options import option
 from tempo_cli.settings.pretrain import PretrainSettings
 
@@ -25,6 +32,7 @@ def pretrain(
     epochs: Annotated[int | None, _opt("epochs", panel=_TRAIN)] = None,
     lr: Annotated[float | None, _opt("lr", panel=_TRAIN)] = None,
     l: Annotated[float | None, _opt("l", "--l", "--lambda", panel=_TRAIN)] = None,  # noqa: E741
+    loss_std: Annotated[str | None, _opt("loss_std", panel=_TRAIN)] = None,
     pdf: Annotated[str | None, _opt("pdf", panel=_TRAIN)] = None,
     proximity: Annotated[float | None, _opt("proximity", panel=_TRAIN)] = None,
     batch_size: Annotated[int | None, _opt("batch_size", panel=_TRAIN)] = None,
@@ -41,15 +49,18 @@ def pretrain(
         str | None, typer.Option("--save_model", hidden=True, help="Same as --save-model.")
     ] = None,
     eval: Annotated[bool | None, _opt("eval", "--eval/--no-eval", panel=_MODEL)] = None,  # noqa: A002
+    bn_stats: Annotated[str | None, _opt("bn_stats", panel=_MODEL)] = None,
     baseline: Annotated[bool | None, _opt("baseline", "--baseline", panel=_MODEL)] = None,
     resume: Annotated[Path | None, _opt("resume", panel=_RUN)] = None,
     device: Annotated[str | None, _opt("device", panel=_RUN)] = None,
     workers: Annotated[int | None, _opt("workers", panel=_RUN)] = None,
     checkpoint_minutes: Annotated[float | None, _opt("checkpoint_minutes", panel=_RUN)] = None,
+    precision: Annotated[str | None, _opt("precision", panel=_RUN)] = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
     config: ConfigOpt = None,
+    recipe: RecipeOpt = None,
 ) -> None:
     """Pre-train a backbone with Barlow Twins on pairs of temporally close frames.
 

@@ -98,7 +98,7 @@ class ByteBar:
             self._progress.stop()
 
 
-def _one_line(text: object) -> str:
+def one_line(text: object) -> str:
     """`text` with every run of whitespace (newlines included) as one space."""
     return " ".join(str(text).split())
 
@@ -121,14 +121,14 @@ def hash_file(path: Path, label: str, quiet: bool) -> tuple[str, int]:
 
 def _unreachable(src: Source, reason: object) -> TempoError:
     return TempoError(
-        f"cannot reach {src.url} ({_one_line(reason)}); check the network, or give a mirror "
+        f"cannot reach {src.url} ({one_line(reason)}); check the network, or give a mirror "
         f"with --url, or copy the archive here and use --url file:///path/to/{src.archive_name}"
     )
 
 
 def _http_error(src: Source, code: int, reason: object) -> TempoError:
     return TempoError(
-        f"{src.url}: HTTP {code} {_one_line(reason)}; check the address, or give another "
+        f"{src.url}: HTTP {code} {one_line(reason)}; check the address, or give another "
         f"source with --url (a mirror, or file:///path/to/{src.archive_name})"
     )
 
@@ -282,7 +282,7 @@ def fetch_http(src: Source, part: Path, quiet: bool) -> tuple[str, int]:
             if stalls >= MAX_STALLS or attempts >= MAX_ATTEMPTS:
                 raise TempoError(
                     f"download of {src.url} stopped at {got.done} of {total} bytes "
-                    f"({_one_line(last_error or 'connection closed')}); the partial file "
+                    f"({one_line(last_error or 'connection closed')}); the partial file "
                     f"{part} is kept: run the same command again to resume"
                 )
             time.sleep(0.1 * stalls)
@@ -326,7 +326,7 @@ def fetch_drive(src: Source, out: Path, quiet: bool) -> tuple[str, int]:
         except FileURLRetrievalError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TempoError(
-                f"Google Drive refused {src.url} ({_one_line(first)}); try again later, or "
+                f"Google Drive refused {src.url} ({one_line(first)}); try again later, or "
                 f"download it in a browser and use --url file:///path/to/{src.archive_name}"
             ) from None
         except requests.exceptions.HTTPError as e:
@@ -338,7 +338,7 @@ def fetch_drive(src: Source, out: Path, quiet: bool) -> tuple[str, int]:
             if offline is not None:
                 raise _unreachable(src, offline) from None
             raise TempoError(
-                f"download of {src.url} failed ({_one_line(e)}); run the same command again "
+                f"download of {src.url} failed ({one_line(e)}); run the same command again "
                 "to resume, or use --url"
             ) from None
     return h.hexdigest(), out.stat().st_size

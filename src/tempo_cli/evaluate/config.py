@@ -21,8 +21,9 @@ class ProbeConfig:
     runs: R heads, run r seeded by `linear_probe.run_generator(seed, r)`.
     iterations: T SGD steps per run; batch_size: training items per step.
     lr, weight_decay: plain SGD (weight decay on weight and bias, as torch's SGD).
-    bn_stats: BatchNorm statistics of the backbone ("running" = eval mode, "batch" = the
-        reference's train mode).
+    bn_stats: BatchNorm statistics of the backbone, a `--bn-stats` mode
+        (`evaluate/batchnorm.py`: running, batch = the reference's train mode, adapt).
+    bn_batch_size: `--bn-batch-size` (train, test); None = the protocol's defaults.
     eval_every: test accuracy every K steps; the linear protocol has no such option and
         scores every step (SPEC.md), hence the default.
     """
@@ -33,15 +34,18 @@ class ProbeConfig:
     lr: float
     weight_decay: float
     seed: int
-    bn_stats: Literal["running", "batch"]
+    bn_stats: Literal["running", "batch", "adapt"]
     eval_every: int = 1
+    bn_batch_size: tuple[int, int] | None = None
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProbeConfig:
         """The fields of that name in `settings` (an `eval linear|semisup` settings object)."""
-        return cls(
-            **{f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)}
-        )
+        values = {
+            f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
+        }
+        values["bn_batch_size"] = settings.bn_batches()  # "TRAIN,TEST" | "auto" -> tuple | None
+        return cls(**values)
 
     @classmethod
     def default(cls, settings_cls: type, **changes: Any) -> ProbeConfig:
@@ -49,7 +53,7 @@ class ProbeConfig:
         defaults = {
             name: info.default
             for name, info in settings_cls.model_fields.items()
-            if name in {f.name for f in fields(cls)}
+            if name in {f.name for f in fields(cls)} and name != "bn_batch_size"
         }
         return cls(**{**defaults, **changes})
 

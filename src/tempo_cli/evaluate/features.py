@@ -1,38 +1,57 @@
-"""Frozen-backbone features of a labelled split, and their on-disk cache.
+"""Frozen-backbone features of a (train split, test split) pair, and their on-disk cache.
 
-Features are computed once per (checkpoint content, data root, split content, image size,
-BatchNorm statistics) and kept under `places.cache_dir()/features/`, written atomically;
-a second evaluation of the same checkpoint skips both image decoding and the backbone.
-
-`bn_stats="running"` (default) runs the backbone in eval mode: each image's feature does
-not depend on its batch. `bn_stats="batch"` reproduces the reference quirk (SPEC.md): the
-backbone stays in train mode, so BatchNorm normalises with the statistics of each batch —
-training images in shuffled batches of 24, test images in order in batches of 10. The
-reference draws new training batches for every run; here one seeded shuffle is used for
-all runs (features are computed once), so runs differ only in head init and batch order.
+`FeatureSource` computes the features of one model on one dataset root as a
+`FeatureRecipe` says (image size, `--bn-stats` mode, seed, BatchNorm batch sizes) and
+keeps them under `places.cache_dir()/features/`, written atomically: a second evaluation
+of the same checkpoint skips both image decoding and the backbone. The key holds the
+checkpoint's content id, the data root, the split's files, the image size and what the
+BatchNorm mode makes the features depend on (`evaluate/batchnorm.py`): nothing more in
+`running` mode, the run's shuffles (seed, run) and batch size in `batch` mode (features
+are made anew for every run), both splits and the batch sizes in `adapt` mode.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from tempo_cli import atomic, places
-from tempo_cli.errors import TempoError
+from tempo_cli.evaluate.batchnorm import (
+    REFERENCE_TEST_BATCH,
+    REFERENCE_TRAIN_BATCH,
+    BnBatches,
+    BnMode,
+    PassContext,
+    bn_mode,
+    extract_features,
+)
 
-CACHE_VERSION = 1
-#: Batch sizes of the reference's feature pass in `bn_stats="batch"` mode.
-REFERENCE_TRAIN_BATCH = 24
-REFERENCE_TEST_BATCH = 10
+if TYPE_CHECKING:
+    from tempo_cli.data.labelled import LabelledSplit
+
+__all__ = [
+    "REFERENCE_TEST_BATCH",
+    "REFERENCE_TRAIN_BATCH",
+    "FeatureRecipe",
+    "FeatureSet",
+    "FeatureSource",
+    "compute_split_features",
+    "extract_features",
+    "split_fingerprint",
+]
+
+CACHE_VERSION = 2
+#: The test split every protocol scores on.
+TEST_SPLIT = "test"
 
 
 @dataclass
@@ -55,88 +74,24 @@ class FeatureSet:
 
 @dataclass(frozen=True)
 class FeatureRecipe:
-    """How a split's features are made (and so part of their cache key).
+    """How features are made (and so part of their cache key).
 
     image_size: the side images are resized and center-cropped to (None: as stored).
-    bn_stats: "running" (backbone in eval mode) or "batch" (train mode, the reference).
-    seed: the shuffle of the training batches in batch mode (ignored in running mode).
+    bn_stats: the `--bn-stats` mode (`evaluate/batchnorm.py` BN_MODES).
+    seed: the shuffles of batch and adapt modes (ignored in running mode).
+    bn_batches: BatchNorm batch sizes (train, test) of batch and adapt modes.
     """
 
     image_size: int | None
-    bn_stats: str
-    seed: int
+    bn_stats: str = "running"
+    seed: int = 0
+    bn_batches: BnBatches = field(
+        default_factory=lambda: BnBatches(REFERENCE_TRAIN_BATCH, REFERENCE_TEST_BATCH)
+    )
 
-
-def _batches(n: int, batch_size: int, order: Tensor | None) -> list[Tensor]:
-    """Index blocks of a pass over n items; a trailing block of 1 joins the previous one
-    (BatchNorm in train mode cannot normalise a single 1x1 feature map)."""
-    idx = torch.arange(n) if order is None else order
-    blocks = list(idx.split(batch_size))
-    if len(blocks) > 1 and blocks[-1].numel() == 1:
-        blocks[-2:] = [torch.cat(blocks[-2:])]
-    return blocks
-
-
-@torch.no_grad()
-def extract_features(
-    backbone: nn.Module,
-    images: Tensor,
-    batch_size: int = 64,
-    device: torch.device | str = "cpu",
-    bn_stats: str = "running",
-    order: Tensor | None = None,
-) -> Tensor:
-    """Backbone features of uint8 images.
-
-    Args:
-        backbone: (N, 3, H, W) float -> (N, d) (or (N, d, 1, 1)); not modified (batch mode
-            works on a copy, so the running statistics stay untouched).
-        images: uint8 (N, 3, S, S), normalised batch by batch with the ImageNet statistics.
-        batch_size: images per forward pass (matters only for bn_stats="batch").
-        bn_stats: "running" (eval mode) or "batch" (train mode: per-batch statistics).
-        order: optional permutation (N,) giving the batch composition (batch mode).
-    Returns:
-        float32 (N, d) on CPU, row k = image k (whatever `order`).
-    """
-    from tempo_cli.data.transforms import normalize_uint8
-
-    device = torch.device(device)
-    if bn_stats not in ("running", "batch"):
-        raise ValueError(f"bn_stats must be running or batch, not {bn_stats!r}")
-    n = images.shape[0]
-    was_training = backbone.training
-    if bn_stats == "batch":
-        model = copy.deepcopy(backbone).to(device).train()
-    else:
-        model = _inference_copy(backbone.to(device).eval())
-    # channels_last: oneDNN's fastest convolution layout on CPU (and tensor cores on GPU)
-    model = model.to(memory_format=torch.channels_last)
-    out: Tensor | None = None
-    try:
-        for idx in _batches(n, batch_size, order):
-            x = normalize_uint8(images[idx].to(device))
-            x = x.contiguous(memory_format=torch.channels_last)
-            f = torch.flatten(model(x), 1).float().cpu()
-            if out is None:
-                out = torch.empty(n, f.shape[1])
-            out[idx] = f
-    finally:
-        if bn_stats == "running":
-            backbone.train(was_training)
-    if out is None:
-        raise TempoError("no images to compute features of")
-    return out
-
-
-def _inference_copy(backbone: nn.Module) -> nn.Module:
-    """An eval-mode copy with each BatchNorm folded into its convolution (same function,
-    fewer passes over memory); the module itself when it cannot be traced."""
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        return fuse(backbone)  # works on a deep copy
-    except Exception:  # noqa: BLE001 - any tracing failure: run the module as it is
-        return copy.deepcopy(backbone)
+    @property
+    def mode(self) -> BnMode:
+        return bn_mode(self.bn_stats)
 
 
 def split_fingerprint(root: Path, split: str) -> str:
@@ -150,23 +105,6 @@ def split_fingerprint(root: Path, split: str) -> str:
             st = p.stat()
             h.update(f"{p.relative_to(base)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
-
-
-def feature_cache_path(model_id: str, root: Path, split: str, recipe: FeatureRecipe) -> Path:
-    """Where the features of this combination are cached (the key is hashed)."""
-    key = {
-        "v": CACHE_VERSION,
-        "model": model_id,
-        "root": str(Path(root).resolve()),
-        "split": split,
-        "content": split_fingerprint(Path(root), split),
-        "image_size": recipe.image_size,
-        "bn_stats": recipe.bn_stats,
-        # batch statistics depend on the (seeded) batch composition
-        "seed": recipe.seed if recipe.bn_stats == "batch" else None,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
-    return places.cache_dir() / "features" / f"{digest}.pt"
 
 
 def _read_cache(path: Path, split: str) -> FeatureSet | None:
@@ -185,6 +123,144 @@ def _read_cache(path: Path, split: str) -> FeatureSet | None:
         return None
 
 
+def _write_cache(path: Path, fs: FeatureSet, model_id: str) -> None:
+    # a read-only cache dir must not fail the evaluation
+    with contextlib.suppress(OSError):
+        atomic.torch_save(
+            {
+                "features": fs.features,
+                "labels": fs.labels,
+                "class_names": fs.class_names,
+                "model": model_id,
+                "split": fs.split,
+            },
+            path,
+        )
+
+
+class FeatureSource:
+    """Frozen features of one model on one dataset root, made as `recipe` says.
+
+    Args:
+        model_id: content id of the checkpoint (`models.content_id.checkpoint_id`), or
+            None to skip the disk cache (an in-memory model, e.g. during pre-training).
+        backbone_fn: zero-argument callable returning the backbone; only called on a
+            cache miss, so a warm evaluation never loads the checkpoint.
+    Decoded splits, the backbone and every feature set made are kept for the source's
+    lifetime (e.g. the test features of a sweep over training splits, in running mode).
+    """
+
+    def __init__(
+        self,
+        model_id: str | None,
+        backbone_fn: Callable[[], nn.Module],
+        root: str | Path,
+        recipe: FeatureRecipe,
+        device: torch.device | str = "cpu",
+        quiet: bool = True,
+    ) -> None:
+        self.model_id = model_id
+        self.backbone_fn = backbone_fn
+        self.root = Path(root)
+        self.recipe = recipe
+        self.mode = recipe.mode
+        self.device = torch.device(device)
+        self.quiet = quiet
+        self._backbone: nn.Module | None = None
+        self._splits: dict[str, LabelledSplit] = {}
+        self._stamps: dict[str, str] = {}
+        self._made: dict[str, FeatureSet] = {}
+
+    @property
+    def per_run(self) -> bool:
+        """Whether every run has features of its own (batch mode)."""
+        return self.mode.per_run
+
+    def describe(self) -> dict[str, object]:
+        """How the features were made, for metrics.json."""
+        return self.mode.describe(self.recipe.bn_batches)
+
+    def pair(self, train_split: str, run: int = 0) -> tuple[FeatureSet, FeatureSet]:
+        """Features of `train_split` and of `test` for run `run` (the same for every run
+        unless the mode is per-run); from memory or the cache when present."""
+        r = self.recipe
+        ctx = PassContext(
+            seed=r.seed,
+            run=run if self.per_run else 0,
+            batches=r.bn_batches,
+            splits=(self._stamped(train_split), self._stamped(TEST_SPLIT)),
+            device=self.device,
+        )
+        roles = {"train": train_split, "test": TEST_SPLIT}
+        keys = {
+            role: self._digest(split, self.mode.key(ctx, role)) for role, split in roles.items()
+        }
+        found = {role: self._lookup(keys[role], split) for role, split in roles.items()}
+        missing = [role for role, fs in found.items() if fs is None]
+        if missing:
+            model = self._model()
+            if self.mode.needs_pair:
+                train, test = self._split(train_split), self._split(TEST_SPLIT)
+                model = self.mode.prepare(model, train.images, test.images, ctx)
+            for role in missing:
+                data = self._split(roles[role])
+                feats = self.mode.extract(model, data.images, role, ctx)
+                fs = FeatureSet(feats, data.labels, list(data.class_names), roles[role])
+                self._store(keys[role], fs)
+                found[role] = fs
+        train, test = found["train"], found["test"]
+        assert train is not None and test is not None
+        return train, test
+
+    def _stamped(self, split: str) -> str:
+        if split not in self._stamps:
+            self._stamps[split] = split_fingerprint(self.root, split)
+        return f"{split}@{self._stamps[split]}"
+
+    def _digest(self, split: str, mode_key: dict[str, object]) -> str:
+        key = {
+            "v": CACHE_VERSION,
+            "model": self.model_id,
+            "root": str(self.root.resolve()),
+            "split": self._stamped(split),
+            "image_size": self.recipe.image_size,
+            **mode_key,
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+    def _path(self, digest: str) -> Path:
+        return places.cache_dir() / "features" / f"{digest}.pt"
+
+    def _lookup(self, digest: str, split: str) -> FeatureSet | None:
+        if digest in self._made:
+            return self._made[digest]
+        if self.model_id is None:
+            return None
+        hit = _read_cache(self._path(digest), split)
+        if hit is not None:
+            self._made[digest] = hit
+        return hit
+
+    def _store(self, digest: str, fs: FeatureSet) -> None:
+        self._made[digest] = fs
+        if self.model_id is not None:
+            _write_cache(self._path(digest), fs, self.model_id)
+
+    def _model(self) -> nn.Module:
+        if self._backbone is None:
+            self._backbone = self.backbone_fn()
+        return self._backbone
+
+    def _split(self, split: str) -> LabelledSplit:
+        if split not in self._splits:
+            from tempo_cli.data.labelled import load_split
+
+            self._splits[split] = load_split(
+                self.root, split, self.recipe.image_size, quiet=self.quiet
+            )
+        return self._splits[split]
+
+
 def compute_split_features(
     backbone: nn.Module,
     root: Path,
@@ -192,70 +268,18 @@ def compute_split_features(
     recipe: FeatureRecipe,
     device: torch.device | str = "cpu",
     *,
-    batch_size: int = 64,
+    run: int = 0,
     quiet: bool = True,
 ) -> FeatureSet:
-    """Decode `<root>/<split>` and compute its features (no cache).
-
-    In running mode images go through in batches of `batch_size` (the features do not
-    depend on it). In batch mode training splits (name starting with "train") use seeded
-    shuffled batches of 24, other splits ordered batches of 10, as the reference's loaders.
-    """
+    """Decode `<root>/<split>` and compute its features, no cache (running or batch mode:
+    a split named `train*` takes the training role, any other the test role)."""
     from tempo_cli.data.labelled import load_split
 
+    mode = recipe.mode
+    if mode.needs_pair:
+        raise ValueError(f"--bn-stats {mode.name} needs both splits: use FeatureSource.pair")
     data = load_split(root, split, recipe.image_size, quiet=quiet)
-    order = None
-    bn_stats = recipe.bn_stats
-    if bn_stats == "batch":
-        if split.startswith("train"):
-            g = torch.Generator().manual_seed(int(recipe.seed))
-            order = torch.randperm(len(data), generator=g)
-            bs = REFERENCE_TRAIN_BATCH
-        else:
-            bs = REFERENCE_TEST_BATCH
-    else:
-        bs = batch_size
-    feats = extract_features(backbone, data.images, bs, device, bn_stats, order)
+    role = "train" if split.startswith("train") else "test"
+    ctx = PassContext(recipe.seed, run, recipe.bn_batches, (split, split), torch.device(device))
+    feats = mode.extract(backbone, data.images, role, ctx)
     return FeatureSet(feats, data.labels, list(data.class_names), split)
-
-
-def cached_features(
-    model_id: str | None,
-    backbone_fn: Callable[[], nn.Module],
-    root: Path,
-    split: str,
-    recipe: FeatureRecipe,
-    device: torch.device | str = "cpu",
-    quiet: bool = True,
-) -> FeatureSet:
-    """Features of `<root>/<split>`, from the cache when present, else computed and cached.
-
-    Args:
-        model_id: content id of the checkpoint (`models.content_id.checkpoint_id`), or None
-            to skip the cache (an in-memory model, e.g. during pre-training).
-        backbone_fn: zero-argument callable returning the backbone; only called on a cache
-            miss, so a warm evaluation never loads the checkpoint.
-    Returns:
-        FeatureSet with features (N, d) float32 on CPU.
-    """
-    path = None
-    if model_id is not None:
-        path = feature_cache_path(model_id, root, split, recipe)
-        hit = _read_cache(path, split)
-        if hit is not None:
-            return hit
-    fs = compute_split_features(backbone_fn(), root, split, recipe, device, quiet=quiet)
-    if path is not None:
-        # a read-only cache dir must not fail the evaluation
-        with contextlib.suppress(OSError):
-            atomic.torch_save(
-                {
-                    "features": fs.features,
-                    "labels": fs.labels,
-                    "class_names": fs.class_names,
-                    "model": model_id,
-                    "split": split,
-                },
-                path,
-            )
-    return fs

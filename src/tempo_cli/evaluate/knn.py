@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tempo_cli.evaluate.features import FeatureSet
+from tempo_cli.evaluate.batchnorm import REFERENCE_TEST_BATCH, REFERENCE_TRAIN_BATCH, BnBatches
+from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet
 from tempo_cli.evaluate.linear import check_classes
 from tempo_cli.evaluate.protocol import SWEEP_FIGURE, EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
@@ -83,9 +84,12 @@ class KnnProtocol(EvalProtocol):
     figures = (SWEEP_FIGURE,)
 
     def evaluate(self, task: Task) -> CurveResult:
-        train, test = task.train_and_test_features()
         s = cast(EvalKnnSettings, task.settings)  # the registry pairs them by this class
-        return knn_result(
+        # one run: batch mode uses run 0's shuffles, BatchNorm batches as the linear probe's
+        batches = BnBatches.resolve(s.bn_batches(), REFERENCE_TRAIN_BATCH, REFERENCE_TEST_BATCH)
+        source = task.feature_source(FeatureRecipe(task.image_size, s.bn_stats, s.seed, batches))
+        train, test = source.pair(task.split)
+        res = knn_result(
             train,
             test,
             checkpoint=task.label,
@@ -93,3 +97,5 @@ class KnnProtocol(EvalProtocol):
             k=s.k,
             temperature=s.temperature,
         )
+        res.extra.update(source.describe())
+        return res

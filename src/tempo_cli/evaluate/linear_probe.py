@@ -155,6 +155,7 @@ def train_linear_probes(
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
     method: str = "auto",
+    first_run: int = 0,
 ) -> ProbeResult:
     """Train `config.runs` linear probes at once and score every one on the test set.
 
@@ -171,6 +172,8 @@ def train_linear_probes(
         method: "kernel" (logits kept up to date through the Gram matrix; fastest when
             N is small, the few-shot case), "primal" (weights updated, test scored by
             deferred matmuls) or "auto" (kernel when its Gram blocks fit in 256 MiB).
+        first_run: the index of the first run (runs first_run .. first_run + R - 1 are
+            trained: `--bn-stats batch` trains each run on features of its own).
     Returns:
         ProbeResult with accuracy (R, T+1), weight (R, C, d), bias (R, C).
     """
@@ -187,7 +190,7 @@ def train_linear_probes(
 
     orders, weights, biases = [], [], []
     for run in range(r):
-        order, w0, b0 = run_setup(n, num_classes, d, batch_size, config.seed, run)
+        order, w0, b0 = run_setup(n, num_classes, d, batch_size, config.seed, first_run + run)
         orders.append(order)
         weights.append(w0)
         biases.append(b0)

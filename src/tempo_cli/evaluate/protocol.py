@@ -2,8 +2,8 @@
 
 A protocol is a small object registered in `evaluate/protocols.py`: its name (the
 `tempo eval` subcommand), its settings class, the figures its curves make sense in, and
-`evaluate(task) -> CurveResult`. The task hands it what it asks for (cached frozen
-features, decoded images, the loaded model), so `evaluate/run.py` knows no protocol.
+`evaluate(task) -> CurveResult`. The task hands it what it asks for (a source of cached
+frozen features, decoded images, the loaded model), so `evaluate/run.py` knows no protocol.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from tempo_cli.evaluate.checkpoints import Checkpoint
-from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet, cached_features
+from tempo_cli.evaluate.features import FeatureRecipe, FeatureSource
 from tempo_cli.evaluate.results import CurveResult
 from tempo_cli.report.progress import ProgressBar
 
@@ -33,7 +33,8 @@ class Task:
     """Evaluate `checkpoint` on the `train-<samples_pc>` split (None: `train`), test on `test`.
 
     `image_size` is resolved for this checkpoint (`--image-size auto` = what it records).
-    `shared` is kept across the splits of one checkpoint (its test features, computed once).
+    `shared` is kept across the splits of one checkpoint (its feature sources, so that
+    e.g. its test features are computed once).
     """
 
     settings: EvalSettings
@@ -42,7 +43,7 @@ class Task:
     root: Path
     image_size: int
     device: torch.device
-    shared: dict[str, FeatureSet] = field(default_factory=dict)
+    shared: dict[FeatureRecipe, FeatureSource] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -59,20 +60,15 @@ class Task:
         """The split's TensorBoard sub-folder: the reference's `str(samples_pc)`."""
         return str(self.samples_pc)
 
-    def features(self, split: str) -> FeatureSet:
-        """Frozen-backbone features of `<root>/<split>` (from the cache when present)."""
-        ck, s = self.checkpoint, self.settings
-        recipe = FeatureRecipe(self.image_size, s.bn_stats, s.seed)
-        return cached_features(
-            ck.id, lambda: ck.model().backbone, self.root, split, recipe, self.device, s.quiet
-        )
-
-    def train_and_test_features(self) -> tuple[FeatureSet, FeatureSet]:
-        """Features of this task's training split and of `test` (kept for the next split)."""
-        train = self.features(self.split)
-        if "test" not in self.shared:
-            self.shared["test"] = self.features("test")
-        return train, self.shared["test"]
+    def feature_source(self, recipe: FeatureRecipe) -> FeatureSource:
+        """Frozen-backbone features of this checkpoint made as `recipe` says (from the
+        cache when present); one source per recipe for all splits of the checkpoint."""
+        if recipe not in self.shared:
+            ck, s = self.checkpoint, self.settings
+            self.shared[recipe] = FeatureSource(
+                ck.id, lambda: ck.model().backbone, self.root, recipe, self.device, s.quiet
+            )
+        return self.shared[recipe]
 
     def images(self, split: str) -> LabelledSplit:
         """Decoded uint8 images (N, 3, S, S) and labels of `<root>/<split>`."""

@@ -3,9 +3,10 @@
 Per run: a fresh copy of the checkpoint's backbone, a fresh `Linear(d, C)` (initialised
 from the run's generator, as the linear probe), SGD over all parameters, batches
 reshuffled every pass, test accuracy before training and every `eval_every` iterations
-(lr, batch size, iterations: `ProbeConfig` from the settings). `bn_stats="running"` tests
-in eval mode (the standard); `"batch"` keeps the model in train mode while testing, in
-batches of 20 (the reference).
+(lr, batch size, iterations: `ProbeConfig` from the settings). `--bn-stats running` tests
+in eval mode (the standard); `batch` keeps the model in train mode while testing, in
+shuffled batches of 20 (`--bn-batch-size`'s TEST), reshuffled at every test pass as the
+reference's shuffled test loader. `adapt` does not apply: fine-tuning trains BatchNorm.
 
 The loop runs on the shared training infrastructure (`tempo_cli.training`): SIGINT and
 SIGTERM stop it between steps (exit 130; results of finished splits stay in
@@ -22,7 +23,14 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from tempo_cli.errors import Interrupted, TempoError
+from tempo_cli.errors import Interrupted, TempoError, UsageError
+from tempo_cli.evaluate.batchnorm import (
+    REFERENCE_SEMISUP_TEST_BATCH,
+    BnBatches,
+    BnMode,
+    bn_mode,
+    test_generator,
+)
 from tempo_cli.evaluate.config import ProbeConfig
 from tempo_cli.evaluate.linear_probe import init_head, run_generator
 from tempo_cli.evaluate.protocol import EvalProtocol, Task
@@ -31,10 +39,10 @@ from tempo_cli.settings.evaluate import EvalSemisupSettings
 from tempo_cli.training.step_log import StepLogger, readback_every
 from tempo_cli.training.stop import StopRequest
 
-REFERENCE_TEST_BATCH = 20
-#: Test images per forward pass in eval mode (any size gives the same predictions).
-TEST_BATCH = 128
 NONFINITE_HINT = "no result was written for this split; lower --lr and try again"
+SEMISUP_BN_STATS = (
+    "semisup takes running or batch; adapt is for eval linear, eval knn and pretrain --eval"
+)
 
 
 @dataclass
@@ -48,19 +56,27 @@ class Images:
         return int(self.labels.shape[0])
 
 
+@dataclass
+class _TestPass:
+    """How the test split is scored: the BatchNorm mode, its batch sizes, and the run's
+    test generator (each pass of a shuffling mode draws a new order from it)."""
+
+    mode: BnMode
+    batches: BnBatches
+    g: torch.Generator
+
+
 @torch.no_grad()
-def _accuracy(model: nn.Module, test: Images, device: torch.device, bn_stats: str) -> float:
-    """Test accuracy of `model` (train mode while testing when bn_stats is "batch")."""
+def _accuracy(model: nn.Module, test: Images, device: torch.device, how: _TestPass) -> float:
+    """Test accuracy of `model` (in train mode while testing when the mode says so)."""
     from tempo_cli.data.transforms import normalize_uint8
 
-    batch_size = REFERENCE_TEST_BATCH if bn_stats == "batch" else TEST_BATCH
     was_training = model.training
-    model.train(bn_stats == "batch")
+    model.train(how.mode.test_in_train_mode)
     correct = 0
-    for lo in range(0, len(test), batch_size):
-        x = normalize_uint8(test.images[lo : lo + batch_size].to(device))
-        pred = model(x).argmax(dim=1).cpu()
-        correct += int((pred == test.labels[lo : lo + batch_size]).sum())
+    for idx in how.mode.test_blocks(len(test), how.batches, how.g):
+        pred = model(normalize_uint8(test.images[idx].to(device))).argmax(dim=1).cpu()
+        correct += int((pred == test.labels[idx]).sum())
     model.train(was_training)
     return correct / len(test)
 
@@ -108,6 +124,8 @@ class _Finetuning:
     device: torch.device
     log: StepLogger
     stop: StopRequest
+    mode: BnMode
+    batches: BnBatches
 
     def run(self, r: int) -> tuple[Tensor, nn.Module]:
         """Run r: its test accuracies (S,) at `steps` and its fine-tuned model.
@@ -121,8 +139,9 @@ class _Finetuning:
         model = _fresh_classifier(self.backbone, self.feature_dim, self.num_classes, g)
         model = model.to(self.device).train()
         opt = torch.optim.SGD(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        how = _TestPass(self.mode, self.batches, test_generator(c.seed, r))
         acc = torch.zeros(len(self.steps))
-        acc[0] = _accuracy(model, self.test, self.device, c.bn_stats)
+        acc[0] = _accuracy(model, self.test, self.device, how)
         col, pos, n = 1, 0, len(self.train)
         for it in range(1, c.iterations + 1):
             if pos >= n:  # a new pass: reshuffle
@@ -130,7 +149,7 @@ class _Finetuning:
             loss = _train_step(model, opt, self.train, order[pos : pos + c.batch_size], self.device)
             pos += c.batch_size
             if col < len(self.steps) and it == int(self.steps[col]):
-                acc[col] = _accuracy(model, self.test, self.device, c.bn_stats)
+                acc[col] = _accuracy(model, self.test, self.device, how)
                 col += 1
             if self.log.add(r * c.iterations + it, loss):
                 self.log.flush(NONFINITE_HINT)
@@ -169,6 +188,10 @@ def finetune_curves(
     Raises:
         Interrupted after the current step on SIGINT/SIGTERM; TempoError on a nan/inf loss.
     """
+    mode = bn_mode(config.bn_stats)
+    if not mode.fine_tunes:
+        raise UsageError("--bn-stats", mode.name, SEMISUP_BN_STATS)
+    batches = semisup_batches(config)
     start = time.perf_counter()
     device = torch.device(device)
     steps = steps_tensor(config.iterations, config.eval_every)
@@ -180,7 +203,18 @@ def finetune_curves(
         StepLogger(None, total=total, description=description, quiet=quiet, every=every) as log,
     ):
         job = _Finetuning(
-            backbone, feature_dim, num_classes, train, test, config, steps, device, log, stop
+            backbone,
+            feature_dim,
+            num_classes,
+            train,
+            test,
+            config,
+            steps,
+            device,
+            log,
+            stop,
+            mode,
+            batches,
         )
         for r in range(config.runs):
             acc[r], model = job.run(r)
@@ -201,8 +235,14 @@ def finetune_curves(
         linear=best[3],
         backbone_state=best[2],
         seconds=time.perf_counter() - start,
-        extra={"train_images": len(train), "test_images": len(test)},
+        extra={"train_images": len(train), "test_images": len(test), **mode.describe(batches)},
     )
+
+
+def semisup_batches(config: ProbeConfig) -> BnBatches:
+    """`--bn-batch-size` of semisup: TEST = batch mode's test batches (20 by default);
+    TRAIN is recorded only, the training batches being `--batch-size`."""
+    return BnBatches.resolve(config.bn_batch_size, config.batch_size, REFERENCE_SEMISUP_TEST_BATCH)
 
 
 class SemisupProtocol(EvalProtocol):

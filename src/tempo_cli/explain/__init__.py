@@ -6,6 +6,7 @@
 
 Shared pieces: `inputs` (the split and the classifiers of a command, read through `data/`
 and `models/classifier.py`), `attribution` (the `METHODS` registry: zennit LRP, captum),
-`attacks` (the `ATTACKS` registry: noise, FGSM, PGD), `figures` (PNG heatmaps, contact
+`attacks` (the `ATTACKS` registry: noise, FGSM, PGD; `NOISES`: gaussian, uniform),
+`colours` (the `CMAPS` registry of heatmap colours), `figures` (PNG heatmaps, contact
 sheets, plots).
 """

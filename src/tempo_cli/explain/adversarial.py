@@ -6,12 +6,17 @@ budgets 0 ... 0.063 in [0, 1] pixel space for the gradient attacks.
 
 Output: `figures/<LETTER>_<index>.png` (the study's figure per image: row 1 the noisy
 images "Noise level: x", then per model its heatmaps "Prediction: <LETTER>"; for attacks
-each model gets its own row of attacked images), `accuracy_<attack>.csv|png`, a rich
-table, metrics.json `models`: [{checkpoint, attack, accuracy_by_level: {level: acc}}].
+each model gets its own row of attacked images), `predictions.csv` (image, model, level,
+prediction), `accuracy_<attack>.csv|png`, a rich table, metrics.json `models`:
+[{checkpoint, attack, accuracy_by_level: {level: acc}}].
+
+`--images DIR` (a flat folder of unlabelled photos): `figures/<ID>_<index>.png` and
+`predictions.csv` only; metrics.json says `labelled: false` and has no accuracy.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,12 +27,11 @@ from typing import Any
 import torch
 
 from tempo_cli import atomic
-from tempo_cli.data.labelled import LabelledSplit
 from tempo_cli.data.transforms import normalize
 from tempo_cli.explain import figures
-from tempo_cli.explain.attacks import ATTACKS, Attack
+from tempo_cli.explain.attacks import ATTACKS, Attack, AttackOptions
 from tempo_cli.explain.attribution import attribute, batches
-from tempo_cli.explain.inputs import load_inputs
+from tempo_cli.explain.inputs import ExplainInputs, load_inputs
 from tempo_cli.models.classifier import LoadedClassifier
 from tempo_cli.report.progress import ProgressBar, log
 from tempo_cli.report.run_dir import RunDir
@@ -38,6 +42,16 @@ from tempo_cli.settings.explain import ExplainAdversarialSettings
 def level_key(level: float) -> str:
     """The metrics.json key of a level: `0`, `0.1`, `0.031`."""
     return f"{level:g}"
+
+
+def attack_options(settings: ExplainAdversarialSettings) -> AttackOptions:
+    """What the attacks take from the settings (seed, PGD steps, noise model and scale)."""
+    return AttackOptions(
+        seed=settings.seed,
+        steps=settings.steps,
+        noise=settings.noise,
+        noise_scale=settings.noise_scale,
+    )
 
 
 @dataclass
@@ -83,11 +97,16 @@ class _Figures:
             cell.images[j] = shown[r]
 
     def write(
-        self, folder: Path, names: list[str], labels: list[str], attack: Attack, quiet: bool
+        self,
+        folder: Path,
+        names: list[str],
+        tags: list[str],
+        attack: Attack,
+        settings: ExplainAdversarialSettings,
     ) -> None:
-        """`folder/<LETTER>_<index>.png` for each figure image."""
+        """`folder/<LETTER or ID>_<index>.png` for each figure image."""
         n_image_rows = len(names) if attack.per_model_images else 1  # noise: one row
-        with ProgressBar(self.n, "figures", quiet) as bar:
+        with ProgressBar(self.n, "figures", settings.quiet) as bar:
             for i in range(self.n):
                 fig = figures.level_figure(
                     self.levels,
@@ -97,47 +116,40 @@ class _Figures:
                     names,
                     attack.figure_label,
                     attack.per_model_images,
+                    settings.cmap,
                 )
-                figures.save_figure(fig, folder / f"{labels[i]}_{i}.png")
+                figures.save_figure(fig, folder / f"{tags[i]}_{i}.png")
                 bar.advance(1)
 
 
-def _accuracy_by_level(
+def _predictions_by_level(
     m: int,
     model: LoadedClassifier,
-    images: LabelledSplit,
+    inputs: ExplainInputs,
     settings: ExplainAdversarialSettings,
     device: torch.device,
     figs: _Figures,
     on_batch: Callable[[int], None],
-) -> list[float]:
-    """Accuracy of `model` over the split at every level; fills the figure cells."""
+) -> torch.Tensor:
+    """Predicted classes (L, N) of `model` at every level; fills the figure cells."""
     attack = ATTACKS[settings.attack]
+    options = attack_options(settings)
+    images = inputs.images
     model.to(device)
-    n = len(images)
-    correct = torch.zeros(len(figs.levels))
-    targets = model.label_indices(images.label_names)  # (N,), -1 = not a class of the head
-    for s in batches(n, settings.batch_size):
+    preds = torch.zeros(len(figs.levels), len(images), dtype=torch.long)
+    targets = inputs.targets(model)  # (N,), -1 = not a class of the head, or no label
+    for s in batches(len(images), settings.batch_size):
         x = images.pixels(s).to(device)
         idx = list(range(s.start, s.stop))
         y = targets[s].to(device)
         for j, level in enumerate(figs.levels):
-            xa = attack.perturb(
-                model.pixel_model,
-                x,
-                y,
-                level,
-                indices=idx,
-                seed=settings.seed,
-                steps=settings.steps,
-            )
+            xa = attack.perturb(model.pixel_model, x, y, level, indices=idx, options=options)
             with torch.no_grad():
-                preds = model.pixel_model(xa).argmax(1)
-            correct[j] += float((preds.cpu() == targets[s]).sum())
+                preds[j, s] = model.pixel_model(xa).argmax(1).cpu()
             figs.add(m, model, idx, j, xa, settings.method)
         on_batch(s.stop - s.start)
     model.to(torch.device("cpu"))
-    return (correct / max(n, 1)).tolist()
+    return preds
 
 
 def _table(levels: list[float], accs: dict[str, list[float]], attack: Attack) -> None:
@@ -154,6 +166,23 @@ def _table(levels: list[float], accs: dict[str, list[float]], attack: Attack) ->
     Console().print(table)
 
 
+def _predictions_csv(
+    levels: list[float], inputs: ExplainInputs, preds: dict[str, torch.Tensor]
+) -> str:
+    """One row per image, model and level: the predicted class."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")  # IDs are file names: quote commas
+    writer.writerow(["index", "id", "model", "level", "prediction"])
+    ids = inputs.images.ids
+    for model in inputs.models:
+        p = preds[model.name]
+        for i, image_id in enumerate(ids):
+            for j, level in enumerate(levels):
+                name = model.class_names[int(p[j, i])]
+                writer.writerow([i, image_id, model.name, level_key(level), name])
+    return buf.getvalue()
+
+
 def _csv(levels: list[float], accs: dict[str, list[float]]) -> str:
     buf = io.StringIO()
     buf.write(",".join(["level", *accs]) + "\n")
@@ -162,13 +191,35 @@ def _csv(levels: list[float], accs: dict[str, list[float]]) -> str:
     return buf.getvalue()
 
 
+def _accuracy_outputs(
+    run_dir: RunDir,
+    levels: list[float],
+    accs: dict[str, list[float]],
+    settings: ExplainAdversarialSettings,
+    split: str,
+) -> dict[str, Any]:
+    """`accuracy_<attack>.csv|png` (labelled images only); their metrics.json entries."""
+    plot = figures.save_figure(
+        figures.accuracy_plot(
+            levels,
+            accs,
+            ATTACKS[settings.attack].axis_label,
+            f"Accuracy under {settings.attack} ({split})",
+        ),
+        run_dir.path / f"accuracy_{settings.attack}.png",
+    )
+    table_path = run_dir.path / f"accuracy_{settings.attack}.csv"
+    atomic.write_text(table_path, _csv(levels, accs))
+    return {"table": str(table_path), "plot": str(plot)}
+
+
 def run(settings: ExplainAdversarialSettings) -> dict[str, Any]:
     """Accuracy per level for every model, per-image figures; returns the metrics."""
     seed_everything(settings.seed)
     device = resolve_device(settings.device)
     levels = settings.level_values()
     attack = ATTACKS[settings.attack]
-    inputs = load_inputs(settings)
+    inputs = load_inputs(settings, settings.images)
     images, models = inputs.images, inputs.models
     run_dir = RunDir(settings, root=settings.out)
     run_dir.save_config(settings)
@@ -177,51 +228,48 @@ def run(settings: ExplainAdversarialSettings) -> dict[str, Any]:
     n_fig = n if settings.figures is None else min(n, settings.figures)
     figs = _Figures(n_fig, levels, tuple(images.images.shape[1:]))
     accs: dict[str, list[float]] = {}
+    preds: dict[str, torch.Tensor] = {}
     records = []
     with ProgressBar(
         n * len(models), f"{settings.attack} x {len(levels)} levels", settings.quiet
     ) as bar:
         for m, model in enumerate(models):
             advance = partial(bar.advance, model=model.name)
-            acc = _accuracy_by_level(m, model, images, settings, device, figs, advance)
-            accs[model.name] = acc
-            pairs = list(zip(levels, acc, strict=True))
-            by_level = {level_key(lv): a for lv, a in pairs}
-            records.append(
-                {
-                    "checkpoint": model.checkpoint,
-                    "name": model.name,
-                    "attack": settings.attack,
-                    "accuracy_by_level": by_level,
-                }
-            )
-            text = ", ".join(f"{level_key(lv)}: {a:.3f}" for lv, a in pairs)
-            log(f"{model.name}: accuracy {text}", settings.quiet)
+            p = _predictions_by_level(m, model, inputs, settings, device, figs, advance)
+            preds[model.name] = p
+            record = {"checkpoint": model.checkpoint, "name": model.name, "attack": settings.attack}
+            if inputs.labelled:
+                acc = (p == inputs.targets(model)[None]).double().mean(1).tolist()
+                accs[model.name] = acc
+                pairs = list(zip(levels, acc, strict=True))
+                record["accuracy_by_level"] = {level_key(lv): a for lv, a in pairs}
+                text = ", ".join(f"{level_key(lv)}: {a:.3f}" for lv, a in pairs)
+                log(f"{model.name}: accuracy {text}", settings.quiet)
+            records.append(record)
 
     fig_dir = run_dir.path / "figures"
-    figs.write(fig_dir, [mdl.name for mdl in models], images.label_names, attack, settings.quiet)
-    plot = figures.save_figure(
-        figures.accuracy_plot(
-            levels, accs, attack.axis_label, f"Accuracy under {settings.attack} ({images.split})"
-        ),
-        run_dir.path / f"accuracy_{settings.attack}.png",
-    )
-    table_path = run_dir.path / f"accuracy_{settings.attack}.csv"
-    atomic.write_text(table_path, _csv(levels, accs))
+    figs.write(fig_dir, [mdl.name for mdl in models], inputs.tags, attack, settings)
+    pred_path = run_dir.path / "predictions.csv"
+    atomic.write_text(pred_path, _predictions_csv(levels, inputs, preds))
     metrics = {
         "models": records,
         "attack": settings.attack,
         "levels": [float(lv) for lv in levels],
-        "split": images.split,
+        "labelled": inputs.labelled,
+        "split": images.split if inputs.labelled else None,
+        "images_dir": None if inputs.labelled else str(images.root),
         "images": n,
         "figures": n_fig,
         "figures_dir": str(fig_dir) if n_fig else None,
-        "table": str(table_path),
-        "plot": str(plot),
+        "predictions": str(pred_path),
         "method": settings.method,
-        **attack.metrics(settings.steps),
+        "cmap": settings.cmap,
+        **attack.metrics(attack_options(settings)),
     }
+    if inputs.labelled:
+        metrics.update(_accuracy_outputs(run_dir, levels, accs, settings, images.split))
     run_dir.update_metrics(**metrics)
     run_dir.close()
-    _table(levels, accs, attack)
+    if inputs.labelled:
+        _table(levels, accs, attack)
     return metrics

@@ -16,27 +16,24 @@ from PIL import Image
 
 from tempo_cli import atomic
 
-CMAP = "Reds"
+#: the default heatmap colours (`--cmap`): the study's zennit map, see explain/colours.py
+DEFAULT_CMAP = "reference"
+#: the screen a contact sheet is laid out to fit (px)
+SCREEN = (1920, 1080)
 
 
-def heatmap_rgb(heatmap: torch.Tensor | np.ndarray) -> np.ndarray:
-    """(H, W) signed relevance -> uint8 (H, W, 3) in matplotlib's `Reds` colour map.
+def heatmap_rgb(heatmap: torch.Tensor | np.ndarray, cmap: str = DEFAULT_CMAP) -> np.ndarray:
+    """(H, W) signed relevance -> uint8 (H, W, 3) in the colour map `cmap` (`CMAPS`)."""
+    from tempo_cli.explain.colours import CMAPS
 
-    Scaled from its minimum (white) to its maximum (dark red), as `plt.imsave(..., cmap=
-    "Reds")` does; a constant map is white.
-    """
-    from matplotlib import colormaps
-
-    h = np.asarray(heatmap, dtype=np.float64)
-    lo, hi = float(np.min(h)), float(np.max(h))
-    v = (h - lo) / (hi - lo) if hi > lo else np.zeros_like(h)
-    rgba = colormaps[CMAP](v)
-    return (rgba[..., :3] * 255.0 + 0.5).astype(np.uint8)
+    return CMAPS[cmap].rgb(np.asarray(heatmap, dtype=np.float64))
 
 
-def save_heatmap_png(path: Path, heatmap: torch.Tensor | np.ndarray) -> Path:
+def save_heatmap_png(
+    path: Path, heatmap: torch.Tensor | np.ndarray, cmap: str = DEFAULT_CMAP
+) -> Path:
     """Write one heatmap as an RGB PNG of the heatmap's own size (atomic)."""
-    image = Image.fromarray(heatmap_rgb(heatmap), mode="RGB")
+    image = Image.fromarray(heatmap_rgb(heatmap, cmap), mode="RGB")
     with atomic.atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return path
@@ -65,44 +62,92 @@ def _off(ax) -> None:
     ax.set_yticks([])
 
 
+_PAD, _GAP, _CAP, _TITLE = 4, 12, 14, 20  # px: between cells, between items, caption, title
+
+
+def sheet_layout(
+    n: int, per_item: int, largest: int, screen: tuple[int, int] = SCREEN
+) -> tuple[int, int]:
+    """(items per row, cell side in px) of a contact sheet that fits `screen`.
+
+    An item is `per_item` cells side by side (the photo, then each model's heatmap). Of
+    the layouts whose cells are as large as possible (at most `largest`, at least 32 px,
+    under which the sheet may outgrow the screen), the one closest to the screen's shape.
+    """
+    best: tuple[int, float, int] | None = None
+    for cols in range(1, max(n, 1) + 1):
+        rows = -(-max(n, 1) // cols)
+        fit_w = ((screen[0] - _PAD) / cols - _GAP) / per_item - _PAD
+        fit_h = (screen[1] - _TITLE - _PAD) / rows - _CAP - _PAD
+        cell = max(32, min(largest, int(fit_w), int(fit_h)))
+        w, h = _sheet_size(cols, rows, per_item, cell)
+        shape = abs(np.log((w / h) / (screen[0] / screen[1])))
+        key = (-cell, shape, cols)
+        if best is None or key < best:
+            best = key
+    assert best is not None
+    return best[2], -best[0]
+
+
+def _sheet_size(cols: int, rows: int, per_item: int, cell: int) -> tuple[int, int]:
+    return (
+        _PAD + cols * (per_item * (cell + _PAD) + _GAP),
+        _TITLE + rows * (cell + _CAP + _PAD) + _PAD,
+    )
+
+
+def _tile(cell: np.ndarray, side: int) -> Image.Image:
+    """uint8 (H, W, 3) -> side x side: NEAREST when enlarging (pixels stay visible), BOX
+    (area averaging) when shrinking."""
+    image = Image.fromarray(cell, mode="RGB")
+    grow = side >= max(cell.shape[:2])
+    mode = Image.Resampling.NEAREST if grow else Image.Resampling.BOX
+    return image.resize((side, side), mode)
+
+
 def contact_sheet(
     title: str,
     pixels: torch.Tensor,
     maps: Sequence[torch.Tensor],
     model_names: Sequence[str],
     predictions: Sequence[Sequence[str]],
+    cmap: str = DEFAULT_CMAP,
+    captions: Sequence[str] | None = None,
 ) -> Image.Image:
-    """One class: a row per image: the photo, then each model's heatmap side by side.
+    """Images with each model's heatmap beside them, laid out as a grid that fits a screen.
 
-    Composed with PIL (a sheet per class in milliseconds, not a matplotlib figure each);
-    cells are at least 128 px (NEAREST upscaling), captions name model and prediction.
+    Composed with PIL (a sheet per class in milliseconds, not a matplotlib figure each).
+    An item = the photo, then each model's heatmap, captioned with model and prediction;
+    items fill the rows of a grid sized by `sheet_layout` (cells up to 128 px or the
+    image's size, NEAREST upscaling).
 
     Args:
         pixels: [0, 1] images (n, 3, H, W).
         maps: per model, heatmaps (n, H, W).
         predictions: per model, the predicted class name of each image.
+        captions: per image, the photo's caption (absent: "image").
     """
     from PIL import ImageDraw
 
     n, h, w = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
-    scale = max(1, -(-128 // max(h, w)))
-    ch, cw, cap, pad = h * scale, w * scale, 14, 4
-    cols = 1 + len(maps)
-    sheet = Image.new(
-        "RGB", (pad + cols * (cw + pad), 20 + n * (ch + cap + pad) + pad), (255, 255, 255)
-    )
+    per_item = 1 + len(maps)
+    side = max(h, w)
+    cols, cell = sheet_layout(n, per_item, side * max(1, -(-128 // side)))
+    rows = -(-n // cols) if n else 0
+    sheet = Image.new("RGB", _sheet_size(cols, max(rows, 1), per_item, cell), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    draw.text((pad, 4), title, fill=(0, 0, 0))
+    draw.text((_PAD, 4), title, fill=(0, 0, 0))
     for i in range(n):
-        y = 20 + i * (ch + cap + pad)
+        x0 = _PAD + (i % cols) * (per_item * (cell + _PAD) + _GAP)
+        y = _TITLE + (i // cols) * (cell + _CAP + _PAD)
         photo = (_image(pixels[i]) * 255.0 + 0.5).astype(np.uint8)
-        cells = [photo] + [heatmap_rgb(m[i]) for m in maps]
-        captions = ["image"] + [f"{model_names[k]}: {predictions[k][i]}" for k in range(len(maps))]
-        for c, (cell, text) in enumerate(zip(cells, captions, strict=True)):
-            x = pad + c * (cw + pad)
-            tile = Image.fromarray(cell, mode="RGB").resize((cw, ch), Image.Resampling.NEAREST)
-            sheet.paste(tile, (x, y + cap))
-            draw.text((x, y + 1), text[: max(4, cw // 6)], fill=(0, 0, 0))
+        cells = [photo] + [heatmap_rgb(m[i], cmap) for m in maps]
+        texts = [captions[i] if captions else "image"]
+        texts += [f"{model_names[k]}: {predictions[k][i]}" for k in range(len(maps))]
+        for c, (image, text) in enumerate(zip(cells, texts, strict=True)):
+            x = x0 + c * (cell + _PAD)
+            sheet.paste(_tile(image, cell), (x, y + _CAP))
+            draw.text((x, y + 1), text[: max(4, cell // 6)], fill=(0, 0, 0))
     return sheet
 
 
@@ -121,6 +166,7 @@ def level_figure(
     model_names: Sequence[str],
     label: str = "Noise level",
     per_model_images: bool = False,
+    cmap: str = DEFAULT_CMAP,
 ) -> Figure:
     """The study's noise figure for one image.
 
@@ -150,7 +196,7 @@ def level_figure(
                 axes[r][0].set_ylabel(model_names[m], fontsize=8)
             r += 1
         for c in range(cols):
-            axes[r][c].imshow(heatmap_rgb(maps[m][c]))
+            axes[r][c].imshow(heatmap_rgb(maps[m][c], cmap))
             axes[r][c].set_title(f"Prediction: {predictions[m][c]}", fontsize=8)
             _off(axes[r][c])
         axes[r][0].set_ylabel(model_names[m], fontsize=8)

@@ -121,18 +121,33 @@ def find_masks(
 
 
 def resolve_masks_dir(masks: str | None, data_root: Path) -> tuple[Path, bool]:
-    """`--masks DIR`; absent: `<data>/masks` if it exists, else the data root.
+    """`--masks DIR`; absent: `<data>/masks` if it exists, else the data root when it holds
+    Cityscapes masks, else the masks `tempo download masks` installed (data dir's
+    hand-masks/); TempoError when there are none of these.
 
     Returns the folder and whether plain `<ID>.png` masks may be taken from it (not when
-    falling back to the data root, which holds the photos themselves).
+    falling back to the data root, which holds the photos themselves, nor from the
+    downloaded folder, which holds only Cityscapes masks).
     """
+    from tempo_cli.data.masks import masks_dir
+
     if masks is not None:
         p = Path(masks).expanduser()
         if not p.is_dir():
             raise UsageError("--masks", masks, "a folder of hand masks (<ID>_gtFine_color.png)")
         return p, True
     default = data_root / "masks"
-    return (default, True) if default.is_dir() else (data_root, False)
+    if default.is_dir():
+        return default, True
+    if next(data_root.rglob(f"*{COLOR_SUFFIX}"), None) is not None:
+        return data_root, False
+    downloaded = masks_dir()
+    if next(downloaded.rglob(f"*{COLOR_SUFFIX}"), None) is not None:
+        return downloaded, False
+    raise TempoError(
+        f"no hand masks: none in {default} or under {data_root}, and none in {downloaded}; "
+        "run `tempo download masks` (the reference's masks), or give --masks DIR"
+    )
 
 
 def match_masks(

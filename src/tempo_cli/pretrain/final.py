@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,8 @@ class FinalModel:
             load_model(path),
             eval_root,
             None,
-            PRETRAIN_EVAL_PROBE.with_seed(s.seed),  # SPEC.md's protocol inside pre-training
+            # SPEC.md's protocol inside pre-training, BatchNorm as --bn-stats says
+            replace(PRETRAIN_EVAL_PROBE, seed=s.seed, bn_stats=s.bn_stats),
             image_size=self.image_size,
             device=device,
             quiet=quiet,

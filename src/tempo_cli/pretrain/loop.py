@@ -225,6 +225,7 @@ class _Trainer:
         s = self.settings
         store = self._load_frames(data_path)
         self.step = TwinStep(TwinModel(self.backbone, self.head), s, self.dinfo, self.device)
+        self.rundir.update_metrics(precision=self.step.precision.name)  # what auto became
         pos = self._restore()
         param = s.proximity_param()
         first, _ = epoch_pairs(

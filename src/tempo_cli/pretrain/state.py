@@ -64,5 +64,10 @@ def load_resume(path: str | Path) -> TrainingState:
 
 
 def resumed_settings(settings: PretrainSettings, state: TrainingState) -> PretrainSettings:
-    """The saved settings, except options given now and run-time options."""
-    return merge_resumed_settings(settings, state.settings, RUNTIME_FIELDS)
+    """The saved settings, except options given now and run-time options.
+
+    Files written before `--loss-std` existed were trained with the biased std, and so
+    continue with it.
+    """
+    saved = {"loss_std": "biased", **state.settings}
+    return merge_resumed_settings(settings, saved, RUNTIME_FIELDS)

@@ -1,13 +1,14 @@
-"""One Barlow Twins training step: the twin model, optimiser, mixed precision, DDP.
+"""One Barlow Twins training step: the twin model, optimiser, precision, DDP.
 
 `TwinStep(twin, settings, dinfo, device)` builds everything a step needs once; calling it
 with a uint8 pair batch normalises on the device, runs backbone + head on both views,
 takes the Barlow Twins loss over the (global) batch and makes one optimiser step.
+`--precision` (pretrain.precision) decides autocast, layout and gradient scaling.
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
@@ -17,6 +18,7 @@ from tempo_cli.models.barlow_twins_loss import BarlowTwinsLoss
 from tempo_cli.models.projection_head import ProjectionHead
 from tempo_cli.pretrain.batches import Normalizer
 from tempo_cli.pretrain.distributed import DistInfo
+from tempo_cli.pretrain.precision import precision_for
 from tempo_cli.settings.pretrain import PretrainSettings
 
 
@@ -55,27 +57,23 @@ class TwinStep:
         self, twin: TwinModel, s: PretrainSettings, dinfo: DistInfo, device: torch.device
     ) -> None:
         cuda = device.type == "cuda"
+        self.precision = precision_for(s.precision, device)
         if cuda and dinfo.distributed:
             # PyTorch's SyncBatchNorm only runs on GPUs; on CPU each rank keeps its own
             # BatchNorm batch statistics (DDP still syncs the running buffers from rank 0).
             twin = nn.SyncBatchNorm.convert_sync_batchnorm(twin)
         twin = twin.to(device)
-        if cuda:
+        if self.precision.channels_last:
             twin = twin.to(memory_format=torch.channels_last)
         self.twin = twin
         self.opt = make_optimizer([p for p in twin.parameters() if p.requires_grad], s)
-        amp_dtype = None
-        if cuda:
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        self.autocast: AbstractContextManager = (
-            torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-        )
+        self.scaler = self.precision.scaler(device.type)
+        self.autocast: AbstractContextManager = self.precision.autocast(device.type)
         self.model: nn.Module = twin
         if dinfo.distributed:
             self.model = DistributedDataParallel(twin, device_ids=[device.index] if cuda else None)
-        self.loss_fn = BarlowTwinsLoss(s.l, gather_distributed=dinfo.distributed)
-        self.normalize = Normalizer(device, channels_last=cuda)
+        self.loss_fn = BarlowTwinsLoss(s.l, gather_distributed=dinfo.distributed, std=s.loss_std)
+        self.normalize = Normalizer(device, channels_last=self.precision.channels_last)
 
     def __call__(self, xa_u8: torch.Tensor, xb_u8: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, S, S) pair batch on the host -> the step's loss (before the step)."""

@@ -1,4 +1,5 @@
-"""Settings resolution: command line > `TEMPO_*` environment > `--config FILE.toml` > defaults.
+"""Settings resolution: command line > `TEMPO_*` environment > `--config FILE.toml` >
+`--recipe NAME` > defaults.
 
 Each command defines a subclass of `CommandSettings` with its own fields and
 `command` name. `load_settings(cls, cli_values, config_file)` builds one, turning
@@ -7,6 +8,8 @@ every validation problem into a `UsageError` (exit 2, one line).
 The TOML file may hold top-level keys (shared by all commands; keys that are not
 fields of this command are ignored) and a table named after the command, e.g.
 `[pretrain]` or `[eval-linear]`, whose keys must all be fields of that command.
+A recipe (`settings/recipes/NAME.toml`, shipped in the package) has the same layout;
+commands with a `recipe` field take its name from any layer above it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,11 @@ def _read_toml(settings_cls: type[BaseSettings]) -> dict[str, Any]:
         raise UsageError("--config", str(path), "no such file") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise UsageError("--config", str(path), f"not a readable TOML file: {e}") from None
+    return _command_values(data, settings_cls)
+
+
+def _command_values(data: dict[str, Any], settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    """The values of a parsed settings file for `settings_cls`: top level, then its table."""
     fields = settings_cls.model_fields
     command = getattr(settings_cls, "command", "")
     values = {k.replace("-", "_"): v for k, v in data.items() if not isinstance(v, dict)}
@@ -66,6 +74,53 @@ def _read_toml(settings_cls: type[BaseSettings]) -> dict[str, Any]:
                 allowed = ", ".join(sorted(fields))
                 raise UsageError(f"[{command}] {key}", value, f"not an option; allowed: {allowed}")
             values[name] = value
+    return values
+
+
+#: Fields whose value came from the recipe alone (filled by `RecipeSource` in `load_settings`).
+_FROM_RECIPE: ContextVar[set[str] | None] = ContextVar("tempo_from_recipe", default=None)
+
+
+class RecipeSource(PydanticBaseSettingsSource):
+    """Values of the named recipe (`--recipe`): below `--config`, above defaults.
+
+    The name is the `recipe` field as the layers above give it (command line, `TEMPO_RECIPE`,
+    `--config`); commands without that field never read a recipe.
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], above: tuple[PydanticBaseSettingsSource, ...]
+    ) -> None:
+        super().__init__(settings_cls)
+        self.values: dict[str, Any] = {}
+        if "recipe" not in settings_cls.model_fields:
+            return
+        layers = [source() for source in above]
+        name = next((layer["recipe"] for layer in layers if layer.get("recipe") is not None), None)
+        if name is None:
+            return
+        self.values = read_recipe(str(name), settings_cls)
+        given_above = set().union(*layers)
+        from_recipe = _FROM_RECIPE.get()
+        if from_recipe is not None:  # the name belongs to the recipe layer it selects
+            from_recipe.update({"recipe"} | {k for k in self.values if k not in given_above})
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def read_recipe(name: str, settings_cls: type[BaseSettings]) -> dict[str, Any]:
+    """The values recipe `name` gives `settings_cls`; an unknown name is a UsageError (exit 2)."""
+    from tempo_cli.settings.recipes import recipe_names, recipe_text
+
+    text = recipe_text(name)
+    if text is None:
+        raise UsageError("--recipe", name, "known recipes: " + ", ".join(recipe_names()))
+    values = _command_values(tomllib.loads(text), settings_cls)
+    values.pop("recipe", None)  # a recipe names no other recipe
     return values
 
 
@@ -96,7 +151,9 @@ class CommandSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlSource(settings_cls))
+        toml = TomlSource(settings_cls)
+        recipe = RecipeSource(settings_cls, (init_settings, env_settings, toml))
+        return (init_settings, env_settings, toml, recipe)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The resolved settings as saved in `runs/<name>/config.json`."""
@@ -116,6 +173,17 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 def device_field() -> Any:
     """The `--device` field of every command that computes."""
     return Field(AUTO, description="cpu, cuda or mps; auto = cuda, else mps, else cpu.")
+
+
+def recipe_field() -> Any:
+    """The `--recipe` field: a named set of the study's settings, applied below `--config`."""
+    from tempo_cli.settings.recipes import recipe_names
+
+    return Field(
+        None,
+        description=f"The study's settings by name ({', '.join(recipe_names())}), below the "
+        "command line, TEMPO_* and --config.",
+    )
 
 
 def image_size_field(low: int, high: int) -> Any:
@@ -171,14 +239,20 @@ def option_name(field: str) -> str:
 def load_settings(
     cls: type[T], cli_values: dict[str, Any] | None = None, config_file: str | Path | None = None
 ) -> T:
-    """Build `cls` from CLI values (None = not given), environment and TOML file.
+    """Build `cls` from CLI values (None = not given), environment, TOML file and recipe.
 
     Raises UsageError naming the first invalid option, its value and what is allowed.
+    A recipe's values (and its name) are left out of `model_fields_set`: like defaults,
+    a `--resume`d run's saved settings replace them, while the options given now still win.
     """
     given = {k: v for k, v in (cli_values or {}).items() if v is not None}
     token = _CONFIG_FILE.set(Path(config_file) if config_file else None)
+    from_recipe: set[str] = set()
+    recipe_token = _FROM_RECIPE.set(from_recipe)
     try:
-        return cls(**given)
+        settings = cls(**given)
+        settings.__pydantic_fields_set__ -= from_recipe
+        return settings
     except ValidationError as e:
         err = e.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
@@ -189,3 +263,4 @@ def load_settings(
         raise UsageError(option_name(field), value, msg) from None
     finally:
         _CONFIG_FILE.reset(token)
+        _FROM_RECIPE.reset(recipe_token)

@@ -1,4 +1,4 @@
-"""Settings of `tempo download [asl|models|demo|all]`."""
+"""Settings of `tempo download [asl|models|masks|demo|all]`."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from tempo_cli.settings.base import CommandSettings
 
 URL_SCHEMES = ("http", "https", "file")
 
-Target = Literal["asl", "models", "demo", "all"]
+Target = Literal["asl", "models", "masks", "demo", "all"]
 
 
 class DownloadSettings(CommandSettings):
     """What to fetch, from where, and where to put it.
 
-    `url` and `sha256` describe one archive, so they need a single archive target
-    (`asl` or `models`; checked by `tempo_cli.data.download.run`, which names the
-    option). `dest` None means the data dir (asl, demo) or the model dir (models).
+    `url` and `sha256` describe one source, so they need a single target that takes them
+    (`asl` or `models`; `url` also `masks`), and `split` needs `masks` (checked by
+    `tempo_cli.data.download.run`, which names the option). `dest` None means the data
+    dir (asl, masks, demo) or the model dir (models).
     """
 
     command: ClassVar[str] = "download"
@@ -29,21 +30,27 @@ class DownloadSettings(CommandSettings):
     target: Target = Field(
         "all",
         description="asl: the ASL datasets (ASL-big, ASL_mask) into the data dir; models: the "
-        "model zoo into the model dir; demo: generate the offline demo dataset; all: demo, asl "
-        "and models.",
+        "model zoo into the model dir; masks: the reference's hand masks (gtFine colour PNGs) "
+        "into the data dir's hand-masks/, where explain relevance finds them; demo: generate "
+        "the offline demo dataset; all: demo, asl, models and masks.",
     )
     dest: Path | None = Field(
         None,
-        description="Put it here instead of the data dir (asl, demo) or the model dir (models).",
+        description="Put it here instead of the data dir (asl, masks, demo) or the model dir "
+        "(models).",
     )
     url: str | None = Field(
         None,
         description="Fetch the archive from this http(s):// or file:// URL instead of Google "
-        "Drive (a mirror, or an archive copied by hand). One target only.",
+        "Drive (a mirror, or an archive copied by hand); for masks, the base URL the files' "
+        "repository paths are appended to (a mirror or a file:// clone). One target only.",
     )
     sha256: str | None = Field(None, description="Expected SHA-256 of the archive (64 hex digits).")
     force: bool = Field(False, description="Download (or generate) again even if already present.")
     seed: int = Field(0, description="Seed of the generated demo dataset.")
+    split: Literal["all", "test", "train"] = Field(
+        "all", description="masks only: the hand masks of the test split, the train split or all."
+    )
 
     @field_validator("url")
     @classmethod

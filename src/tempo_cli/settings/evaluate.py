@@ -21,6 +21,7 @@ from tempo_cli.settings.base import (
     RecordedImageSize,
     device_field,
     image_size_field,
+    recipe_field,
 )
 
 #: Tokens of `--samples-pc` that mean the full `train` split.
@@ -72,6 +73,28 @@ def _canonical_samples_pc(value: Any) -> str | None:
     return ",".join(tokens)
 
 
+def parse_bn_batch_size(value: str) -> tuple[int, int] | None:
+    """`"24,10"` -> (24, 10); `"auto"` -> None."""
+    if value == AUTO:
+        return None
+    train, test = (int(v) for v in value.split(","))
+    return train, test
+
+
+def _canonical_bn_batch_size(value: Any) -> str:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    tokens = [str(v).strip().lower() for v in items]
+    if tokens == [AUTO]:
+        return AUTO
+    try:
+        sizes = [int(t) for t in tokens]
+    except ValueError:
+        sizes = []
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise ValueError("TRAIN,TEST: two positive batch sizes, e.g. 24,10 (or auto)")
+    return f"{sizes[0]},{sizes[1]}"
+
+
 class EvalSettings(RecordedImageSize, CommandSettings):
     """Options every `tempo eval` protocol shares."""
 
@@ -83,6 +106,7 @@ class EvalSettings(RecordedImageSize, CommandSettings):
         "Repeat to compare several."
     )
     data: str = Field("asl", description="Dataset name or root with train[-N]/ and test/.")
+    recipe: str | None = recipe_field()
     samples_pc: Annotated[str, NoDecode] = Field(
         "full",
         description="Labelled samples per class: split train-N; a comma list sweeps "
@@ -96,10 +120,17 @@ class EvalSettings(RecordedImageSize, CommandSettings):
     )
     seed: int = Field(0, description="Seed.")
     device: Device = device_field()
-    bn_stats: Literal["running", "batch"] = Field(
+    bn_stats: Literal["running", "batch", "adapt"] = Field(
         "running",
-        description="BatchNorm statistics: running (eval mode, standard) or batch (the "
-        "reference: train mode).",
+        description="BatchNorm statistics: running (eval mode, standard), batch (the "
+        "reference: train mode, seeded shuffled batches) or adapt (re-estimated on the train "
+        "and test images, then eval mode; not semisup).",
+    )
+    bn_batch_size: str = Field(
+        AUTO,
+        description="BatchNorm batches TRAIN,TEST of --bn-stats batch|adapt; auto = "
+        "--batch-size,10 for linear (24,10), 24,10 for knn, test 20 for semisup (which "
+        "trains on --batch-size batches).",
     )
 
     @field_validator("path", mode="before")
@@ -117,9 +148,18 @@ class EvalSettings(RecordedImageSize, CommandSettings):
     def _samples_pc(cls, value: Any) -> str | None:
         return _canonical_samples_pc(value)
 
+    @field_validator("bn_batch_size", mode="before")
+    @classmethod
+    def _bn_batch_size(cls, value: Any) -> str:
+        return _canonical_bn_batch_size(value)
+
     def samples_pc_list(self) -> list[int | None]:
         """The splits to evaluate, in order: int = `train-N`, None = `train`."""
         return parse_samples_pc(self.samples_pc)
+
+    def bn_batches(self) -> tuple[int, int] | None:
+        """`--bn-batch-size` as (train, test); None = auto (the protocol's defaults)."""
+        return parse_bn_batch_size(self.bn_batch_size)
 
 
 class EvalHeadSettings(EvalSettings):
@@ -158,6 +198,17 @@ class EvalSemisupSettings(EvalHeadSettings):
     batch_size: int = Field(128, ge=1, description="Training images per step.")
     weight_decay: float = Field(0.0, ge=0, description=_WEIGHT_DECAY)
     eval_every: int = Field(1, ge=1, description="Test accuracy every K steps.")
+
+    @field_validator("bn_stats")
+    @classmethod
+    def _bn_stats(cls, value: str) -> str:
+        # fine-tuning trains BatchNorm itself: re-estimated statistics would be overwritten
+        if value == "adapt":
+            raise ValueError(
+                "adapt is taken by eval linear, eval knn and pretrain --eval; semisup "
+                "fine-tunes BatchNorm itself: use running or batch"
+            )
+        return value
 
 
 class EvalKnnSettings(EvalSettings):

@@ -35,6 +35,27 @@ def _levels_text(levels: tuple[float, ...]) -> str:
     return ",".join(f"{x:g}" for x in levels)
 
 
+#: `--cmap`: the heatmap colour maps of explain/colours.py `CMAPS` (a test keeps them equal).
+Cmap = Literal["reference", "bwr", "coldnhot", "reds"]
+
+
+def _cmap_field() -> Any:
+    return Field(
+        "reference",
+        description="Heatmap colours: reference (the study's: zennit's signed map, zero light "
+        "grey, positive red, negative blue, symmetric), bwr, coldnhot (zennit, symmetric) or "
+        "reds (white at the minimum to red at the maximum).",
+    )
+
+
+def _images_field() -> Any:
+    return Field(
+        None,
+        description="A flat folder of unlabelled images (no class folders) to explain instead "
+        "of --data/--split: figures and heatmaps per image, no accuracy.",
+    )
+
+
 class ExplainSettings(RecordedImageSize, CommandSettings):
     """Options every explain command shares."""
 
@@ -78,6 +99,8 @@ class ExplainLrpSettings(ExplainSettings):
     command: ClassVar[str] = "explain-lrp"
 
     sheets: bool = Field(True, description="Contact sheet per class.")
+    cmap: Cmap = _cmap_field()
+    images: str | None = _images_field()
 
 
 class ExplainAdversarialSettings(ExplainSettings):
@@ -101,6 +124,19 @@ class ExplainAdversarialSettings(ExplainSettings):
     figures: int | None = Field(
         None, description="Per-image figures to draw: the first N images (absent: all)."
     )
+    noise: Literal["gaussian", "uniform"] = Field(
+        "gaussian",
+        description="Noise of --attack noise, per pixel and colour channel: gaussian (the "
+        "study's, estimated from its figures: std = --noise-scale x level) or uniform "
+        "(in [-level, level]).",
+    )
+    noise_scale: float = Field(
+        0.3,
+        description="Gaussian noise std per unit of level, in [0, 1] pixels (0.3 is estimated "
+        "from the study's figures).",
+    )
+    cmap: Cmap = _cmap_field()
+    images: str | None = _images_field()
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -115,6 +151,13 @@ class ExplainAdversarialSettings(ExplainSettings):
         if not values or any(not math.isfinite(x) or not 0.0 <= x <= 1.0 for x in values):
             raise ValueError("comma-separated numbers in [0, 1], e.g. 0,0.1,0.2")
         return _levels_text(tuple(values))
+
+    @field_validator("noise_scale")
+    @classmethod
+    def _noise_scale(cls, v: float) -> float:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError("a positive noise std per unit of level, e.g. 0.3")
+        return v
 
     @field_validator("steps")
     @classmethod
@@ -140,7 +183,8 @@ class ExplainAdversarialSettings(ExplainSettings):
 class ExplainRelevanceSettings(ExplainSettings):
     """`tempo explain relevance`: relative relevance inside the hand mask.
 
-    `masks` absent: `<data>/masks` if it exists, else the data root itself.
+    `masks` absent: `<data>/masks` if it exists, else the data root when it holds
+    Cityscapes masks, else those `tempo download masks` installed.
     """
 
     command: ClassVar[str] = "explain-relevance"
@@ -148,5 +192,6 @@ class ExplainRelevanceSettings(ExplainSettings):
     masks: str | None = Field(
         None,
         description="Folder of hand masks: <ID>_gtFine_color.png anywhere below, or <ID>.png "
-        "(absent: <data>/masks, else the data root).",
+        "(absent: <data>/masks, else Cityscapes masks under the data root, else those `tempo "
+        "download masks` installed).",
     )

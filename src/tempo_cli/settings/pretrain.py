@@ -15,6 +15,7 @@ from tempo_cli.settings.base import (
     RecordedImageSize,
     device_field,
     image_size_field,
+    recipe_field,
 )
 
 #: `--image-size auto` when `--init` records no input size (imagenet, random, reference files).
@@ -44,9 +45,15 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
         description="Dataset name or root with frames/, a folder of frames, a video file or a "
         "folder of videos.",
     )
+    recipe: str | None = recipe_field()
     epochs: int = Field(15, ge=1, description="Epochs.")
     lr: float = Field(1e-3, gt=0, description="Learning rate.")
     l: float = Field(1e-3, ge=0, description="Barlow Twins off-diagonal weight lambda.")  # noqa: E741
+    loss_std: Literal["unbiased", "biased"] = Field(
+        "unbiased",
+        description="Barlow Twins standardisation: unbiased (unbiased std, no epsilon: lightly "
+        "1.2.35, the reference) or biased (biased std + 1e-5: newer lightly).",
+    )
     pdf: Literal["uniform", "normal"] = Field(
         "uniform", description="Partner pmf: uniform (tau) or normal (sigma)."
     )
@@ -67,6 +74,12 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
         description=f"Linear evaluation after training ({EVAL_RUNS} runs, batch "
         f"{EVAL_BATCH_SIZE}, {EVAL_ITERATIONS} iterations).",
     )
+    bn_stats: Literal["running", "batch", "adapt"] = Field(
+        "running",
+        description="BatchNorm statistics of --eval: running (eval mode), batch (the "
+        f"reference: train mode, shuffled batches of {EVAL_BATCH_SIZE}) or adapt "
+        "(re-estimated on the evaluation images, then eval mode).",
+    )
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd or adamw.")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
     weight_decay: float = Field(1e-3, ge=0, description="Weight decay.")
@@ -81,6 +94,12 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
     device: Device = device_field()
     workers: int = Field(1, ge=0, le=16, description="Background threads preparing batches.")
     checkpoint_minutes: float = Field(10.0, gt=0, description="Also save last.pt every N minutes.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="Step arithmetic: fp32 (the reference's), bf16 or fp16 (autocast, "
+        "channels-last; fp16 on CUDA with a gradient scaler); auto = bf16 on a CUDA GPU with "
+        "native bfloat16, else fp32.",
+    )
 
     @field_validator("proximity")
     @classmethod

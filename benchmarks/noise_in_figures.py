@@ -26,7 +26,7 @@ STUDY = [0.024, 0.048, 0.068, 0.090, 0.108]  # levels 0.1-0.5, from the publishe
 def background_std(noise: str) -> list[float]:
     """Std of the drawn pixels inside each noisy panel of the first row (levels 0.1-0.5)."""
     grey = torch.full((1, 3, 128, 128), 0.5)
-    opts = AttackOptions(seed=0, noise=noise, noise_scale=0.3)
+    opts = AttackOptions.default(seed=0, noise=noise)
     noise_attack = ATTACKS["noise"]
     images = [
         noise_attack.perturb(None, grey, None, lv, indices=[0], options=opts)[0] for lv in LEVELS
@@ -54,10 +54,10 @@ def background_std(noise: str) -> list[float]:
 def main() -> None:
     noise = sys.argv[1] if len(sys.argv) > 1 else "gaussian"
     ours = background_std(noise)
-    print("level  " + "  ".join(f"{lv:5.1f}" for lv in LEVELS[1:]))
-    print(f"{noise[:6]:6} " + "  ".join(f"{v:5.3f}" for v in ours))
-    print("study  " + "  ".join(f"{v:5.3f}" for v in STUDY))
-    print("ratio  " + "  ".join(f"{a / b:5.2f}" for a, b in zip(ours, STUDY, strict=True)))
+    print("level     " + "  ".join(f"{lv:5.1f}" for lv in LEVELS[1:]))
+    print(f"{noise:9} " + "  ".join(f"{v:5.3f}" for v in ours))
+    print("study     " + "  ".join(f"{v:5.3f}" for v in STUDY))
+    print("ratio     " + "  ".join(f"{a / b:5.2f}" for a, b in zip(ours, STUDY, strict=True)))
 
 
 if __name__ == "__main__":

@@ -427,7 +427,7 @@ def test_gradient_attacks_stay_in_budget_and_use_the_clean_class() -> None:
     fooled = {}
     for name in ("fgsm", "pgd"):
         attack = ATTACKS[name]
-        kw = {"indices": list(range(16)), "options": AttackOptions(steps=5)}
+        kw = {"indices": list(range(16)), "options": AttackOptions.default(steps=5)}
         assert torch.equal(attack.perturb(model, x, clean, 0.0, **kw), x)
         xa = attack.perturb(model, x, clean, 0.05, **kw)
         assert float((xa - x).abs().max()) <= 0.05 + 1e-6
@@ -579,7 +579,6 @@ def test_default_noise_on_flat_grey_is_the_studys() -> None:
     """`tempo explain adversarial`'s defaults at level 0.3 on a flat grey 128 px image:
     per-pixel differences with std 0.09 +- 0.01 (0.3 x level) and excess kurtosis near 0
     (Gaussian; today's uniform noise: std 0.173, kurtosis -1.2)."""
-    from tempo_cli.explain.adversarial import attack_options
     from tempo_cli.explain.attacks import ATTACKS
     from tempo_cli.settings.explain import ExplainAdversarialSettings
 
@@ -588,7 +587,9 @@ def test_default_noise_on_flat_grey_is_the_studys() -> None:
     attack = ATTACKS[settings.attack]
     grey = torch.full((2, 3, 128, 128), 0.5)
     y = torch.full((2,), -1)
-    noisy = attack.perturb(None, grey, y, 0.3, indices=[0, 1], options=attack_options(settings))
+    noisy = attack.perturb(
+        None, grey, y, 0.3, indices=[0, 1], options=AttackOptions.from_settings(settings)
+    )
     d = noisy - grey
     assert float(d.std()) == pytest.approx(0.09, abs=0.01)
     assert abs(_excess_kurtosis(d)) < 0.1
@@ -603,14 +604,16 @@ def test_default_noise_on_flat_grey_is_the_studys() -> None:
     )
     # seeded per image, so independent of the batch: image 1 alone is the same
     alone = attack.perturb(
-        None, grey[1:], y[1:], 0.3, indices=[1], options=attack_options(settings)
+        None, grey[1:], y[1:], 0.3, indices=[1], options=AttackOptions.from_settings(settings)
     )
     assert torch.equal(alone, noisy[1:])
     # one pattern growing with the level
-    at_01 = attack.perturb(None, grey, y, 0.1, indices=[0, 1], options=attack_options(settings))
+    at_01 = attack.perturb(
+        None, grey, y, 0.1, indices=[0, 1], options=AttackOptions.from_settings(settings)
+    )
     assert torch.allclose(3 * (at_01 - grey), d, atol=1e-5)
     # --noise-scale scales the std
-    half = AttackOptions(noise="gaussian", noise_scale=0.15)
+    half = AttackOptions.default(noise="gaussian", noise_scale=0.15)
     d2 = attack.perturb(None, grey, y, 0.3, indices=[0, 1], options=half) - grey
     assert float(d2.std()) == pytest.approx(0.045, abs=0.005)
 
@@ -620,7 +623,7 @@ def test_uniform_noise_keeps_the_earlier_model_exactly() -> None:
     from tempo_cli.explain.attacks import ATTACKS
 
     x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    options = AttackOptions(seed=4, noise="uniform", noise_scale=0.7)  # scale: not used
+    options = AttackOptions.default(seed=4, noise="uniform", noise_scale=0.7)  # scale: not used
     noisy = ATTACKS["noise"].perturb(
         None, x, torch.zeros(3), 0.2, indices=[5, 6, 7], options=options
     )

@@ -44,16 +44,6 @@ def level_key(level: float) -> str:
     return f"{level:g}"
 
 
-def attack_options(settings: ExplainAdversarialSettings) -> AttackOptions:
-    """What the attacks take from the settings (seed, PGD steps, noise model and scale)."""
-    return AttackOptions(
-        seed=settings.seed,
-        steps=settings.steps,
-        noise=settings.noise,
-        noise_scale=settings.noise_scale,
-    )
-
-
 @dataclass
 class _FigureCell:
     """One model and image of the per-image figure: at each level the perturbed image
@@ -133,7 +123,7 @@ def _predictions_by_level(
 ) -> torch.Tensor:
     """Predicted classes (L, N) of `model` at every level; fills the figure cells."""
     attack = ATTACKS[settings.attack]
-    options = attack_options(settings)
+    options = AttackOptions.from_settings(settings)
     images = inputs.images
     model.to(device)
     preds = torch.zeros(len(figs.levels), len(images), dtype=torch.long)
@@ -264,7 +254,7 @@ def run(settings: ExplainAdversarialSettings) -> dict[str, Any]:
         "predictions": str(pred_path),
         "method": settings.method,
         "cmap": settings.cmap,
-        **attack.metrics(attack_options(settings)),
+        **attack.metrics(AttackOptions.from_settings(settings)),
     }
     if inputs.labelled:
         metrics.update(_accuracy_outputs(run_dir, levels, accs, settings, images.split))

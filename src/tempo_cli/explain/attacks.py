@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from tempo_cli.settings.explain import ExplainAdversarialSettings
+
 
 def _generator(index: int, seed: int) -> torch.Generator:
     """The generator of image `index`'s noise: one stream per (seed, index)."""
@@ -58,10 +60,26 @@ def add_noise(x: torch.Tensor, patterns: torch.Tensor, level: float) -> torch.Te
 class AttackOptions:
     """What an attack takes beyond the images: `--seed`, `--steps`, `--noise[-scale]`."""
 
-    seed: int = 0
-    steps: int = 10
-    noise: str = "gaussian"
-    noise_scale: float = 0.3
+    seed: int
+    steps: int
+    noise: str
+    noise_scale: float
+
+    @classmethod
+    def from_settings(cls, settings: ExplainAdversarialSettings) -> AttackOptions:
+        return cls(
+            seed=settings.seed,
+            steps=settings.steps,
+            noise=settings.noise,
+            noise_scale=settings.noise_scale,
+        )
+
+    @classmethod
+    def default(cls, **changes: Any) -> AttackOptions:
+        """The command's defaults (written once, in the settings) with `changes`."""
+        fields = ExplainAdversarialSettings.model_fields
+        values = {name: fields[name].default for name in cls.__dataclass_fields__}
+        return cls(**{**values, **changes})
 
 
 class NoiseModel(ABC):

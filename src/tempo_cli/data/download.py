@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ MODEL_SUFFIXES = (".pth", ".pt", ".pkl")
 
 
 @dataclass(frozen=True)
-class DownloadTarget:
+class DownloadTarget(ABC):
     """One thing `tempo download` installs.
 
     `options`: the settings fields (beyond --dest, --force) that describe this target;
@@ -47,8 +48,9 @@ class DownloadTarget:
     def default_dest(self) -> Path:
         return places.data_dir()
 
+    @abstractmethod
     def fetch(self, dest: Path | None, settings: DownloadSettings) -> dict[str, Any]:
-        raise NotImplementedError  # pragma: no cover - abstract
+        """Install this target into `dest` (None: its default place); its metrics record."""
 
 
 @dataclass(frozen=True)

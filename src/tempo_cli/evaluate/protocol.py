@@ -8,6 +8,7 @@ frozen features, decoded images, the loaded model), so `evaluate/run.py` knows n
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -84,7 +85,7 @@ class Task:
         return ProgressBar(total, self.description(protocol), self.settings.quiet)
 
 
-class EvalProtocol:
+class EvalProtocol(ABC):
     """Base of the registered protocols (`evaluate/protocols.py`).
 
     name: the `tempo eval` subcommand and the `protocol` of metrics.json.
@@ -97,6 +98,6 @@ class EvalProtocol:
     settings_cls: ClassVar[type[EvalSettings]]
     figures: ClassVar[tuple[str, ...]] = (CURVES_FIGURE, SWEEP_FIGURE)
 
+    @abstractmethod
     def evaluate(self, task: Task) -> CurveResult:
         """Accuracy curves (runs, steps) of this protocol on one task."""
-        raise NotImplementedError

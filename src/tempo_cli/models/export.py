@@ -19,6 +19,7 @@ All are written atomically. `runs/<name>/` gets config.json and metrics.json.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ def _cpu(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Te
 
 
 @dataclass(frozen=True)
-class ExportFormat:
+class ExportFormat(ABC):
     """One output format: how a loaded checkpoint becomes a file.
 
     `needs_linear`: the format is a classifier, so a checkpoint without a linear head is
@@ -51,8 +52,9 @@ class ExportFormat:
     needs_linear: bool = False
     writes_linear: bool = False
 
-    def write(self, model: LoadedModel, out: Path) -> Path:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def write(self, model: LoadedModel, out: Path) -> Path:
+        """Write `model` in this format to `out`; returns the path written."""
 
 
 class TorchvisionFormat(ExportFormat):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -54,9 +55,11 @@ class Checkpoint:
             self._model = load_model(self.spec, self.arch)
         return self._model
 
-    @property
+    @functools.cached_property
     def recorded_image_size(self) -> int | None:
-        """The input side the file records (None: named baselines, foreign formats)."""
+        """The input side the file records (None: named baselines, foreign formats).
+
+        Read once: the run asks for it when it extracts features and again when it saves."""
         if self.is_baseline:
             return None
         if self._model is None:

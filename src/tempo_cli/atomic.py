@@ -37,7 +37,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def _umask() -> int:
-    """The process umask (read by setting and restoring it; there is no getter)."""
+    """The process umask. Read from /proc where it exists: setting and restoring it (the
+    only portable way) briefly changes it for every thread, e.g. TensorBoard's writer."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

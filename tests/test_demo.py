@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +223,33 @@ def test_letter_order_is_shuffled_per_pass() -> None:
     assert all(sorted(p) == list(range(len(LETTERS))) for p in passes)
     assert len({tuple(p) for p in passes}) == len(passes)
     assert all(a != b for a, b in zip(order, order[1:], strict=False))
+
+
+def test_val_split_has_every_class_and_ids_of_its_own(demo_root: Path) -> None:
+    val = _names(demo_root, "val")
+    assert sorted(val) == list(LETTERS)
+    assert all(len(v) == DemoConfig().val_per_class for v in val.values())
+    val_ids = set().union(*val.values())
+    for split in SPLITS:  # train, every train-N, test
+        assert not val_ids & set().union(*_names(demo_root, split).values()), split
+    # Same image distribution: the same size and mode as train/test.
+    img = Image.open(demo_root / "val" / "A" / sorted(val["A"])[0])
+    assert img.mode == "RGB" and img.size == (DemoConfig().image_size,) * 2
+
+
+def test_val_split_leaves_the_other_splits_unchanged(tmp_path: Path) -> None:
+    """val draws from a stream of its own: with or without it, every other file is the same
+    bytes (so the demo's measured numbers, made before val existed, still hold)."""
+    small = DemoConfig.small()
+    assert small.val_per_class > 0
+    runs = {}
+    for name, cfg in (("with", small), ("without", replace(small, val_per_class=0))):
+        (tmp_path / name).mkdir()
+        generate_demo(tmp_path / name, 5, cfg)
+        runs[name] = _hashes(tmp_path / name)
+    val = {k for k in runs["with"] if k.startswith("demo/val/")}
+    assert len(val) == len(LETTERS) * small.val_per_class
+    assert not (tmp_path / "without" / "demo" / "val").exists()  # 0: no empty split folder
+    assert {k: v for k, v in runs["with"].items() if k not in val} == runs["without"]
+    video = [tmp_path / name / "demo" / "demo.mp4" for name in runs]
+    assert _sha(video[0]) == _sha(video[1])

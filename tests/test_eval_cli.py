@@ -146,10 +146,15 @@ def test_single_checkpoint_reference_layout_and_alias(cli, demo_root: Path, runs
     assert json.loads((run / "config.json").read_text())["samples_pc"] == "5"
 
 
-def test_invalid_samples_pc_exits_2_naming_splits(cli, demo_root: Path) -> None:
-    res = cli("eval", "linear", "--data", str(demo_root), "--path", "random", "--samples-pc", "3")
+def test_invalid_samples_pc_exits_2_naming_splits(cli, demo_root: Path, tmp_path: Path) -> None:
+    # a reference layout (train-N folders, no train/): the available N are named
+    root = tmp_path / "ref"
+    root.mkdir()
+    for split in ("train-1", "train-5", "test"):
+        (root / split).symlink_to(demo_root / split, target_is_directory=True)
+    res = cli("eval", "linear", "--data", str(root), "--path", "random", "--samples-pc", "3")
     assert res.code == 2
-    assert "--samples-pc" in res.err and "1, 5, 10, 15, 20" in res.err
+    assert "--samples-pc" in res.err and "available: 1, 5" in res.err
     assert "Traceback" not in res.err
     res = cli("eval", "knn", "--data", str(demo_root), "--path", "random", "--samples-pc", "x")
     assert res.code == 2 and "--samples-pc" in res.err

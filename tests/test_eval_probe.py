@@ -268,6 +268,7 @@ def test_bn_stats_batch_reproduces_the_reference_shuffles(levels_root) -> None:
     from tempo_cli.evaluate.batchnorm import test_order
     from tempo_cli.evaluate.features import FeatureSource
     from tempo_cli.evaluate.linear import linear_curves, linear_recipe
+    from tempo_cli.evaluate.train_labels import TrainingLabels
 
     net = _LevelNet()
     config = ProbeConfig.default(
@@ -276,7 +277,8 @@ def test_bn_stats_batch_reproduces_the_reference_shuffles(levels_root) -> None:
     recipe = linear_recipe(config, None)
     assert (recipe.bn_batches.train, recipe.bn_batches.test) == (8, 10)  # auto: --batch-size,10
     source = FeatureSource("levels-net", lambda: net, levels_root, recipe)
-    res = linear_curves(source, "train", config, checkpoint="net", samples_pc=None)
+    full = TrainingLabels("train", None)
+    (res,) = linear_curves(source, full, config, checkpoint="net")
     assert res.extra["bn_stats"] == "batch" and res.extra["bn_batch_size"] == [8, 10]
 
     train, test = load_split(levels_root, "train", None), load_split(levels_root, "test", None)
@@ -289,7 +291,7 @@ def test_bn_stats_batch_reproduces_the_reference_shuffles(levels_root) -> None:
     assert not torch.allclose(te0.features, te1.features)
     # ... and cached per run: a fresh source reads them back, same curves
     warm = FeatureSource("levels-net", lambda: None, levels_root, recipe)  # type: ignore[arg-type, return-value]
-    again = linear_curves(warm, "train", config, checkpoint="net", samples_pc=None)
+    (again,) = linear_curves(warm, full, config, checkpoint="net")
     assert all(f.cached for f in warm.pair("train", run=2))
     assert torch.equal(again.accuracy, res.accuracy)
 
@@ -418,3 +420,119 @@ def test_bn_modes_match_the_settings() -> None:
         finetune_curves(
             torch.nn.Flatten(), 192, train, test, 2, config, checkpoint="x", samples_pc=1
         )
+
+
+# --- the probe grid: several lrs in one pass, a validation split, per-run label subsets ---
+
+
+def _probe_config(**changes: object) -> ProbeConfig:
+    base = {"runs": 3, "iterations": 40, "batch_size": 6, "lr": 0.05, "weight_decay": 1e-3}
+    return ProbeConfig(**{**base, "seed": 7, "bn_stats": "running", **changes})  # type: ignore[arg-type]
+
+
+def _assert_same_probe(got, want) -> None:
+    """Same curves, heads and selection (tolerance 1e-6)."""
+    torch.testing.assert_close(got.accuracy, want.accuracy, atol=1e-6, rtol=0)
+    torch.testing.assert_close(got.weight, want.weight, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got.bias, want.bias, atol=1e-6, rtol=1e-6)
+    assert got.best_run == want.best_run
+
+
+@pytest.mark.parametrize(
+    ("method", "iters", "wd"),
+    [("kernel", 300, 1e-3), ("kernel", 60, 0.0), ("primal", 40, 1e-3), ("primal", 30, 0.0)],
+)
+def test_probe_grid_equals_one_probe_per_lr(method: str, iters: int, wd: float) -> None:
+    from tempo_cli.evaluate.linear_probe import train_probe_grid
+
+    # 23 items in batches of 6 (uneven, cycled); 300 kernel steps cross the resync at 250.
+    # wd > 0: every lr has its own decay factor 1 - lr * wd; wd = 0: one shared factor.
+    c, d = 5, 32
+    tr_x, tr_y = _blobs(23, c, d, 1)
+    te_x, te_y = _blobs(17, c, d, 2)
+    config = _probe_config(iterations=iters, weight_decay=wd)
+    lrs = [0.01, 0.05, 0.3]
+    grid = train_probe_grid(tr_x, tr_y, te_x, te_y, c, config, lrs, method=method, first_run=2)
+    assert [res.lr for res in grid] == lrs
+    for lr, res in zip(lrs, grid, strict=True):
+        one = train_linear_probes(
+            tr_x, tr_y, te_x, te_y, c, replace(config, lr=lr), method=method, first_run=2
+        )
+        assert res.accuracy.shape == (3, iters + 1) and res.weight.shape == (3, c, d)
+        assert one.lr == lr and one.val_accuracy is None and one.selected_on == "test"
+        _assert_same_probe(res, one)
+    # the lrs really train differently (same batches and init, other step sizes)
+    assert not torch.allclose(grid[0].weight, grid[2].weight, atol=1e-3)
+
+
+@pytest.mark.parametrize("method", ["kernel", "primal"])
+def test_probe_val_split_selects_the_run(method: str) -> None:
+    from tempo_cli.evaluate.linear_probe import batched_accuracy, pick_best_run, select_lr
+
+    c, d = 4, 8
+    tr_x, tr_y = _blobs(16, c, d, 3)
+    te_x, te_y = _blobs(40, c, d, 4)
+    config = _probe_config(runs=4, iterations=6, batch_size=4, lr=0.2)
+    plain = train_linear_probes(tr_x, tr_y, te_x, te_y, c, config, method=method)
+    # val labels = the predictions of a run that is NOT the best on test: on val it is right
+    # everywhere, so it must be selected (the test curves are not looked at then)
+    target = int(plain.accuracy[:, -1].argmin())
+    assert target != plain.best_run
+    val_x = torch.randn(50, d, generator=torch.Generator().manual_seed(5)) * 3
+    val_y = plain.head(target)(val_x).argmax(1)
+    res = train_linear_probes(tr_x, tr_y, te_x, te_y, c, config, method=method, val=(val_x, val_y))
+    assert res.val_accuracy is not None and res.val_accuracy.shape == (4,)
+    torch.testing.assert_close(
+        res.val_accuracy, batched_accuracy(val_x, val_y, res.weight, res.bias), atol=1e-6, rtol=0
+    )
+    assert float(res.val_accuracy[target]) == 1.0
+    assert float(res.val_accuracy.sort().values[-2]) < 1.0
+    assert res.best_run == target and res.selected_on == "val"
+    # val changes only the selection: same curves and heads
+    torch.testing.assert_close(res.accuracy, plain.accuracy, atol=1e-6, rtol=0)
+    torch.testing.assert_close(res.weight, plain.weight, atol=1e-6, rtol=1e-6)
+    # ties on val: the lowest run index
+    assert pick_best_run(res.accuracy, torch.tensor([0.5, 0.75, 0.75, 0.25])) == 1
+    # select_lr: mean final val accuracy when scored, else mean final test accuracy
+    on_val = [replace(res, lr=0.1, val_accuracy=res.val_accuracy * 0 + v) for v in (0.5, 0.7)]
+    assert select_lr(on_val) == 1
+    assert select_lr([*on_val, replace(on_val[1], lr=1.0)]) == 1  # tie: the earlier lr
+    curves = [replace(plain, lr=lr, accuracy=plain.accuracy + a) for lr, a in ((1, 0.1), (2, 0))]
+    assert select_lr(curves) == 0
+
+
+@pytest.mark.parametrize("method", ["kernel", "primal"])
+def test_probe_subsets_train_each_run_on_its_own_items(method: str) -> None:
+    c, d, n = 5, 16, 30
+    tr_x, tr_y = _blobs(n, c, d, 6)
+    te_x, te_y = _blobs(20, c, d, 7)
+    config = _probe_config(iterations=25, batch_size=4)
+    args = (tr_x, tr_y, te_x, te_y, c, config)
+    full = train_linear_probes(*args, method=method)
+    # every item: the same as no subsets
+    same = train_linear_probes(*args, method=method, subsets=[torch.arange(n)] * 3)
+    _assert_same_probe(same, full)
+    # one subset for every run: the same as training on the materialised subset
+    idx = torch.tensor([3, 17, 0, 29, 8, 11, 21, 5, 14, 26, 2, 19])
+    sub = train_linear_probes(*args, method=method, subsets=[idx] * 3)
+    mat = train_linear_probes(tr_x[idx], tr_y[idx], te_x, te_y, c, config, method=method)
+    _assert_same_probe(sub, mat)
+    assert not torch.allclose(sub.weight, full.weight, atol=1e-3)
+    # a subset per run: run r = a one-run probe (run r's seed) on its own items
+    subsets = [torch.randperm(n, generator=torch.Generator().manual_seed(r))[:12] for r in range(3)]
+    own = train_linear_probes(*args, method=method, subsets=subsets)
+    for r, items in enumerate(subsets):
+        one = train_linear_probes(
+            tr_x[items],
+            tr_y[items],
+            te_x,
+            te_y,
+            c,
+            replace(config, runs=1),
+            method=method,
+            first_run=r,
+        )
+        torch.testing.assert_close(own.accuracy[r : r + 1], one.accuracy, atol=1e-6, rtol=0)
+        torch.testing.assert_close(own.weight[r : r + 1], one.weight, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="subsets"):
+        train_linear_probes(*args, subsets=[idx, idx[:5], idx])

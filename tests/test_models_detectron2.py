@@ -110,3 +110,84 @@ def test_other_numpy_pickle_protocols() -> None:
         assert np.array_equal(obj["a"], arr) and obj["s"] == 1.5 and obj["l"] == [1, "x"]
     with pytest.raises(pickle.UnpicklingError):
         safe_loads(pickle.dumps({"a": np.array([1, None], dtype=object)}))
+
+
+# --- the study's segmentation/convert.py files --------------------------------------------
+
+
+def write_convert_py_pkl(state: dict[str, torch.Tensor], out: Path) -> Path:
+    """What the study's `segmentation/convert.py` (detectron2's convert-torchvision-to-d2.py)
+    writes: every key renamed, `fc.*` and `num_batches_tracked` kept, numpy values."""
+    new = {}
+    for k in list(state):
+        old = k
+        if "layer" not in k:
+            k = "stem." + k
+        for t in [1, 2, 3, 4]:
+            k = k.replace(f"layer{t}", f"res{t + 1}")
+        for t in [1, 2, 3]:
+            k = k.replace(f"bn{t}", f"conv{t}.norm")
+        k = k.replace("downsample.0", "shortcut")
+        k = k.replace("downsample.1", "shortcut.norm")
+        new[k] = state[old].detach().numpy()
+    res = {"model": new, "__author__": "torchvision", "matching_heuristics": True}
+    with open(out, "wb") as f:
+        pickle.dump(res, f)
+    return out
+
+
+def test_convert_py_file_reads_as_tempos_export(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    from tempo_cli.segment.core import backbone_state
+
+    torch.manual_seed(0)
+    state = tvm.resnet18(weights=None).state_dict()
+    theirs = write_convert_py_pkl(state, tmp_path / "convert.pkl")
+    torch.save(state, tmp_path / "r18.pth")
+    ours = tmp_path / "tempo.pkl"
+    assert cli("export", "--path", tmp_path / "r18.pth", "--format", "detectron2",
+               "--out", ours).code == 0  # fmt: skip
+    theirs_model, ours_model = (
+        load_detectron2_pkl(theirs)["model"],
+        load_detectron2_pkl(ours)["model"],
+    )
+    extra = {k for k in theirs_model if k not in ours_model}
+    assert {"stem.fc.weight", "stem.fc.bias", "stem.conv1.norm.num_batches_tracked"} <= extra
+    assert all(k.startswith("stem.fc.") or k.endswith("num_batches_tracked") for k in extra)
+    assert set(ours_model) <= set(theirs_model)
+    for k, v in ours_model.items():  # the backbone: same keys, same values
+        assert np.array_equal(theirs_model[k], v), k
+    # tempo reads it (restricted unpickler) as the same ResNet; the ImageNet-sized fc of a
+    # torchvision ResNet is not a head.
+    arch, read = backbone_state(str(theirs), None)
+    assert arch == "resnet18"
+    for k, v in read.items():
+        assert torch.equal(v, state[k]), k
+    again = tmp_path / "again.pkl"
+    assert cli("export", "--path", theirs, "--format", "detectron2", "--out", again).code == 0
+    assert load_detectron2_pkl(again)["model"].keys() == ours_model.keys()
+
+
+def test_convert_py_file_loads_into_detectron2(tmp_path: Path) -> None:
+    """detectron2's own matching fills every backbone tensor of the model from a
+    convert.py file (its fc and counters are ignored), with tempo's values."""
+    from tempo_cli.segment.detectron2_config import INSTALL, require_detectron2
+
+    try:
+        require_detectron2()
+    except TempoError:
+        pytest.skip(f"detectron2 is not installed; install it with {INSTALL}")
+    from tempo_cli.segment.detectron2_config import D2Spec, build_config, build_model, load_payload
+    from tempo_cli.settings.segment import SegmentSettings
+
+    state = tvm.resnet18(weights=None).state_dict()
+    p = write_convert_py_pkl(state, tmp_path / "convert.pkl")
+    spec = D2Spec("resnet18", 24, 3, True)
+    model = build_model(build_config(SegmentSettings(path=["x"]), spec, torch.device("cpu")))
+    assert load_payload(model, load_detectron2_pkl(p)) == []
+    d2 = model.state_dict()
+    assert torch.equal(
+        d2["backbone.bottom_up.res3.0.shortcut.weight"], state["layer2.0.downsample.0.weight"]
+    )
+    assert torch.equal(
+        d2["backbone.bottom_up.stem.conv1.norm.running_var"], state["bn1.running_var"]
+    )

@@ -47,6 +47,10 @@ ImageSizeOpt = Annotated[
 ]
 RunsOpt = Annotated[int | None, option(EvalHeadSettings, "runs", panel=_P)]
 LrOpt = Annotated[float | None, option(EvalHeadSettings, "lr", panel=_P)]
+LrGridOpt = Annotated[str | None, option(EvalLinearSettings, "lr", panel=_P, metavar="LR[,LR...]")]
+ResampleOpt = Annotated[
+    bool | None, option(EvalHeadSettings, "resample_labels", "--resample-labels", panel=_M)
+]
 BnOpt = Annotated[str | None, option(EvalSettings, "bn_stats", panel=_P)]
 BnBatchOpt = Annotated[
     str | None, option(EvalSettings, "bn_batch_size", panel=_P, metavar="TRAIN,TEST|auto")
@@ -78,10 +82,11 @@ def linear(
     samples_pc_ref: SamplesAlias = None,
     backbone: BackboneOpt = None,
     image_size: ImageSizeOpt = None,
+    resample_labels: ResampleOpt = None,
     runs: RunsOpt = None,
     iterations: Annotated[int | None, option(EvalLinearSettings, "iterations", panel=_P)] = None,
     batch_size: Annotated[int | None, option(EvalLinearSettings, "batch_size", panel=_P)] = None,
-    lr: LrOpt = None,
+    lr: LrGridOpt = None,
     weight_decay: Annotated[
         float | None, option(EvalLinearSettings, "weight_decay", panel=_P)
     ] = None,
@@ -113,6 +118,7 @@ def semisup(
     samples_pc_ref: SamplesAlias = None,
     backbone: BackboneOpt = None,
     image_size: ImageSizeOpt = None,
+    resample_labels: ResampleOpt = None,
     runs: RunsOpt = None,
     iterations: Annotated[int | None, option(EvalSemisupSettings, "iterations", panel=_P)] = None,
     batch_size: Annotated[int | None, option(EvalSemisupSettings, "batch_size", panel=_P)] = None,

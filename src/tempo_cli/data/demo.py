@@ -4,7 +4,7 @@ Layout (the ASL-big / ASL_mask layouts of SPEC.md), under `places.data_dir()`:
 
     demo/frames/000000.png ...        the video's frames, sorted name = time order
     demo/demo.mp4                     the video the frames were cut from (same pixels, H.264)
-    demo/{train,train-1,train-5,train-10,train-15,train-20,test}/<LETTER>/<ID>.png
+    demo/{train,train-1,train-5,train-10,train-15,train-20,val,test}/<LETTER>/<ID>.png
     demo/masks/gtFine/test/<ID>_gtFine_{color,labelIds,instanceIds}.png
     demo/masks/imgsFine/leftImg8bit/test/<ID>_leftImg8bit.png
     demo/.tempo-demo.json             marker: generator version, seed, config (written last)
@@ -15,7 +15,8 @@ The video goes through the 24 letters in a fresh random order per pass, `frames_
 frames each. Each frame's nuisance state is `keep * previous + (1 - keep) * fresh`, so
 neighbouring frames are nearly equal while pose, colours and clutter decorrelate within a
 few frames and nothing in the scene tracks time (see ../shared/DEMO_NOTES.md for why).
-Labelled images are rendered independently from the same (stationary) distribution.
+Labelled images are rendered independently from the same (stationary) distribution; `val`
+(for choosing settings without looking at `test`) has image IDs of its own, like every split.
 
 Generation is deterministic per seed (byte-identical PNGs) and atomic: everything is built
 in a temporary folder beside the target and renamed into place.
@@ -44,8 +45,9 @@ from tempo_cli.errors import TempoError
 from tempo_cli.report.progress import log
 
 # Bump when the generator's output changes: an existing demo with another version is rebuilt.
-# (2: bigger signs than the first draft, which learned too slowly at 32 px.)
-GENERATOR_VERSION = 2
+# (2: bigger signs than the first draft, which learned too slowly at 32 px. 3: a `val`
+# split, drawn from a stream of its own: the other splits' pixels are those of version 2.)
+GENERATOR_VERSION = 3
 # Mixed into every seed; kept apart from the version so bumping it alone keeps the pixels.
 _SEED_SALT = 1
 
@@ -74,6 +76,7 @@ class DemoConfig:
     keep: float = 0.5  # share of the previous frame's nuisance state kept per frame
     train_per_class: int = 30
     test_per_class: int = 20
+    val_per_class: int = 10  # 0: no val/ folder
     mask_image_size: int = 96
     mask_train: int = 96
     mask_test: int = 48
@@ -84,13 +87,17 @@ class DemoConfig:
         """A quick, complete demo (all splits present) for tests of the generator itself."""
         return cls(
             passes=1, frames_per_letter=3, train_per_class=2, test_per_class=1,
-            mask_train=6, mask_test=3,
+            val_per_class=1, mask_train=6, mask_test=3,
         )  # fmt: skip
 
 
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
-    """Independent streams per part, so that resizing one part never changes another."""
-    parts = ("video", "train", "test", "mask_train", "mask_test")
+    """Independent streams per part, so that resizing one part never changes another.
+
+    Child k of a SeedSequence depends only on (seed, k), so a new part goes at the END of
+    `parts`: the earlier parts keep their streams (and their pixels).
+    """
+    parts = ("video", "train", "test", "mask_train", "mask_test", "val")
     children = np.random.SeedSequence([seed, _SEED_SALT]).spawn(len(parts))
     return {p: np.random.default_rng(c) for p, c in zip(parts, children, strict=True)}
 
@@ -199,12 +206,20 @@ def _labelled_state(rng: np.random.Generator, keep: float) -> np.ndarray:
 def _write_labelled_part(
     root: Path, cfg: DemoConfig, rngs: dict[str, np.random.Generator], writer: _Writer
 ) -> None:
-    """train (+ nested train-N copies), test, and Cityscapes masks for test."""
+    """train (+ nested train-N copies), val, test, and Cityscapes masks for test."""
     gt_dir = root / "masks" / "gtFine" / "test"
     left_dir = root / "masks" / "imgsFine" / "leftImg8bit" / "test"
     gt_dir.mkdir(parents=True)
     left_dir.mkdir(parents=True)
-    for split, per_class in (("train", cfg.train_per_class), ("test", cfg.test_per_class)):
+    # Each split draws from its own stream, so their order here does not matter.
+    splits = (
+        ("train", cfg.train_per_class),
+        ("val", cfg.val_per_class),
+        ("test", cfg.test_per_class),
+    )
+    for split, per_class in splits:
+        if per_class == 0 and split == "val":
+            continue  # no empty split folder: readers reject a split without images
         rng = rngs[split]
         for letter in LETTERS:
             class_dir = root / split / letter
@@ -224,6 +239,8 @@ def _write_labelled_part(
                         root / f"train-{n}" / letter / path.name for n in TRAIN_SUBSETS if k < n
                     ]
                     writer.png(img, path, subsets)
+                elif split == "val":
+                    writer.png(img, path)
                 else:
                     writer.png(img, path, [left_dir / f"{image_id}_leftImg8bit.png"])
                     _write_cityscapes_mask(gt_dir, image_id, mask, writer)

@@ -26,6 +26,8 @@ class ProbeConfig:
     bn_batch_size: `--bn-batch-size` (train, test); None = the protocol's defaults.
     eval_every: test accuracy every K steps; the linear protocol has no such option and
         scores every step (SPEC.md), hence the default.
+    lr_grid: the learning rates of an `eval linear --lr` grid (empty: just `lr`); every
+        lr's heads are trained in one batched pass.
     """
 
     runs: int
@@ -37,6 +39,12 @@ class ProbeConfig:
     bn_stats: Literal["running", "batch", "adapt"]
     eval_every: int = 1
     bn_batch_size: tuple[int, int] | None = None
+    lr_grid: tuple[float, ...] = ()
+
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The learning rates to train: the grid, else (lr,)."""
+        return self.lr_grid or (float(self.lr),)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProbeConfig:
@@ -45,6 +53,9 @@ class ProbeConfig:
             f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
         }
         values["bn_batch_size"] = settings.bn_batches()  # "TRAIN,TEST" | "auto" -> tuple | None
+        if hasattr(settings, "lr_grid"):  # eval linear: `--lr` may be a comma list
+            grid = settings.lr_grid()
+            values["lr"], values["lr_grid"] = grid[0], grid if len(grid) > 1 else ()
         return cls(**values)
 
     @classmethod
@@ -55,6 +66,8 @@ class ProbeConfig:
             for name, info in settings_cls.model_fields.items()
             if name in {f.name for f in fields(cls)} and name != "bn_batch_size"
         }
+        if isinstance(defaults.get("lr"), str):  # eval linear's `--lr` grid string
+            defaults["lr"] = float(defaults["lr"].split(",")[0])
         return cls(**{**defaults, **changes})
 
     def with_seed(self, seed: int) -> ProbeConfig:

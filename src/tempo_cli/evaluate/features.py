@@ -44,6 +44,7 @@ __all__ = [
     "FeatureRecipe",
     "FeatureSet",
     "FeatureSource",
+    "TEST_SPLIT",
     "compute_split_features",
     "extract_features",
     "split_fingerprint",
@@ -70,6 +71,14 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def take(self, index: Tensor | None) -> FeatureSet:
+        """The items at `index` (LongTensor (n,)); None: all of them (self)."""
+        if index is None:
+            return self
+        return FeatureSet(
+            self.features[index], self.labels[index], self.class_names, self.split, self.cached
+        )
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,14 @@ class FeatureSource:
     def pair(self, train_split: str, run: int = 0) -> tuple[FeatureSet, FeatureSet]:
         """Features of `train_split` and of `test` for run `run` (the same for every run
         unless the mode is per-run); from memory or the cache when present."""
+        train, test = self.sets(train_split, (TEST_SPLIT,), run)
+        return train, test
+
+    def sets(
+        self, train_split: str, others: tuple[str, ...] = (TEST_SPLIT,), run: int = 0
+    ) -> list[FeatureSet]:
+        """Features of `train_split` (training role) and of each of `others` (scored like
+        `test`, e.g. `val`), as `pair` makes them: [train, *others]."""
         r = self.recipe
         ctx = PassContext(
             seed=r.seed,
@@ -191,26 +208,26 @@ class FeatureSource:
             splits=(self._stamped(train_split), self._stamped(TEST_SPLIT)),
             device=self.device,
         )
-        roles = {"train": train_split, "test": TEST_SPLIT}
-        keys = {
-            role: self._digest(split, self.mode.key(ctx, role)) for role, split in roles.items()
-        }
-        found = {role: self._lookup(keys[role], split) for role, split in roles.items()}
-        missing = [role for role, fs in found.items() if fs is None]
-        if missing:
+        roles = [("train", train_split)] + [("test", split) for split in others]
+        keys = [self._digest(split, self.mode.key(ctx, role)) for role, split in roles]
+        found = [self._lookup(key, split) for key, (_, split) in zip(keys, roles, strict=True)]
+        if any(fs is None for fs in found):
             model = self._model()
             if self.mode.needs_pair:
                 train, test = self._split(train_split), self._split(TEST_SPLIT)
                 model = self.mode.prepare(model, train.images, test.images, ctx)
-            for role in missing:
-                data = self._split(roles[role])
-                feats = self.mode.extract(model, data.images, role, ctx)
-                fs = FeatureSet(feats, data.labels, list(data.class_names), roles[role])
-                self._store(keys[role], fs)
-                found[role] = fs
-        train, test = found["train"], found["test"]
-        assert train is not None and test is not None
-        return train, test
+            for i, (role, split) in enumerate(roles):
+                if found[i] is None:
+                    data = self._split(split)
+                    feats = self.mode.extract(model, data.images, role, ctx)
+                    found[i] = FeatureSet(feats, data.labels, list(data.class_names), split)
+                    self._store(keys[i], found[i])  # type: ignore[arg-type]
+        return found  # type: ignore[return-value]
+
+    def refresh(self) -> None:
+        """Forget the features made (the decoded splits stay): for a model still in
+        training (model_id None), whose weights changed since."""
+        self._made.clear()
 
     def _stamped(self, split: str) -> str:
         if split not in self._stamps:

@@ -83,12 +83,13 @@ class KnnProtocol(EvalProtocol):
     settings_cls = EvalKnnSettings
     figures = (SWEEP_FIGURE,)
 
-    def evaluate(self, task: Task) -> CurveResult:
+    def evaluate(self, task: Task) -> list[CurveResult]:
         s = cast(EvalKnnSettings, task.settings)  # the registry pairs them by this class
         # one run: batch mode uses run 0's shuffles, BatchNorm batches as the linear probe's
         batches = BnBatches.resolve(s.bn_batches(), REFERENCE_TRAIN_BATCH, REFERENCE_TEST_BATCH)
         source = task.feature_source(FeatureRecipe(task.image_size, s.bn_stats, s.seed, batches))
         train, test = source.pair(task.split)
+        train = train.take(task.labels.for_run(0))  # a subset drawn from train, if any
         res = knn_result(
             train,
             test,
@@ -98,4 +99,5 @@ class KnnProtocol(EvalProtocol):
             temperature=s.temperature,
         )
         res.extra.update(source.describe())
-        return res
+        res.extra.update(task.labels.describe())
+        return [res]

@@ -1,7 +1,9 @@
 """Linear evaluation (SPEC.md): frozen backbone, features once, R fresh heads trained at once.
 
 `--bn-stats batch` makes features anew for every run (the reference's shuffles), so there
-the runs are trained one after the other, each on its own features.
+the runs are trained one after the other, each on its own features. An `--lr` grid trains
+every lr's heads in the same pass; the lr and the run whose head is kept are chosen on the
+`val` split when the data has one (`evaluate/train_labels.py`), else on test.
 
 `linear_curves` runs the protocol on a FeatureSource; `evaluate_linear` is the entry point
 for a model already in memory (`tempo pretrain --eval` calls it); `LinearProtocol` is
@@ -23,10 +25,20 @@ from torch import nn
 from tempo_cli.errors import TempoError
 from tempo_cli.evaluate.batchnorm import REFERENCE_TEST_BATCH, BnBatches
 from tempo_cli.evaluate.config import ProbeConfig
-from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet, FeatureSource
-from tempo_cli.evaluate.linear_probe import ProbeResult, pick_best_run, train_linear_probes
+from tempo_cli.evaluate.features import TEST_SPLIT, FeatureRecipe, FeatureSet, FeatureSource
+from tempo_cli.evaluate.linear_probe import (
+    ProbeResult,
+    pick_best_run,
+    select_lr,
+    train_probe_grid,
+)
 from tempo_cli.evaluate.protocol import EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
+from tempo_cli.evaluate.train_labels import (
+    TrainingLabels,
+    resolve_training_labels,
+    selection_split,
+)
 from tempo_cli.settings.evaluate import EvalLinearSettings
 
 
@@ -47,40 +59,82 @@ def linear_recipe(config: ProbeConfig, image_size: int | None) -> FeatureRecipe:
     return FeatureRecipe(image_size, config.bn_stats, config.seed, batches)
 
 
-def _probes(
-    source: FeatureSource,
-    train_split: str,
+def _check(sets: list[FeatureSet]) -> int:
+    """Number of classes C, the same for every split of the task."""
+    c = check_classes(sets[0], sets[1])
+    for other in sets[2:]:
+        check_classes(sets[0], other)
+    return c
+
+
+def _grid(
+    sets: list[FeatureSet],
     config: ProbeConfig,
+    labels: TrainingLabels,
     device: torch.device | str,
     progress: Callable[[int], None] | None,
-) -> tuple[ProbeResult, FeatureSet, FeatureSet]:
-    """All runs at once on shared features; or, when every run has features of its own
-    (batch mode), run by run, each on its own features, as the reference."""
+    first_run: int = 0,
+) -> list[ProbeResult]:
+    """Every lr's runs at once on `sets` = [train, test, (val)]: one ProbeResult per lr."""
+    train, test = sets[0], sets[1]
+    val = (sets[2].features, sets[2].labels) if len(sets) > 2 else None
+    return train_probe_grid(
+        train.features,
+        train.labels,
+        test.features,
+        test.labels,
+        _check(sets),
+        config,
+        config.lrs,
+        device=device,
+        progress=progress,
+        first_run=first_run,
+        val=val,
+        subsets=labels.run_subsets(config.runs, first_run),
+    )
+
+
+def _merge_runs(parts: list[ProbeResult]) -> ProbeResult:
+    """Runs trained one after the other (each on its own features) as one result."""
+    vals = [p.val_accuracy for p in parts]
+    val = None if any(v is None for v in vals) else torch.cat(vals)  # type: ignore[arg-type]
+    accuracy = torch.cat([p.accuracy for p in parts])
+    return ProbeResult(
+        accuracy=accuracy,
+        weight=torch.cat([p.weight for p in parts]),
+        bias=torch.cat([p.bias for p in parts]),
+        best_run=pick_best_run(accuracy, val),
+        lr=parts[0].lr,
+        val_accuracy=val,
+    )
+
+
+def _probes(
+    source: FeatureSource,
+    labels: TrainingLabels,
+    config: ProbeConfig,
+    val_split: str | None,
+    device: torch.device | str,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[ProbeResult], list[FeatureSet]]:
+    """All runs and lrs at once on shared features; or, when every run has features of
+    its own (batch mode), run by run, each on its own features, as the reference.
+    Returns one ProbeResult per lr and the feature sets [train, test, (val)]."""
+    others = (TEST_SPLIT,) + ((val_split,) if val_split else ())
     if not source.per_run:
-        train, test = source.pair(train_split)
-        c = check_classes(train, test)
-        args = (train.features, train.labels, test.features, test.labels, c)
-        return train_linear_probes(*args, config, device=device, progress=progress), train, test
-    parts: list[ProbeResult] = []
+        sets = source.sets(labels.split, others)
+        return _grid(sets, config, labels, device, progress), sets
+    per_run: list[list[ProbeResult]] = []
     one = replace(config, runs=1)
     for r in range(config.runs):
-        train, test = source.pair(train_split, run=r)
-        c = check_classes(train, test)
-        args = (train.features, train.labels, test.features, test.labels, c)
+        sets = source.sets(labels.split, others, run=r)
         tick = (
             None
             if progress is None
             else partial(_tick, progress, config.runs, r * config.iterations)
         )
-        parts.append(train_linear_probes(*args, one, device=device, progress=tick, first_run=r))
-    accuracy = torch.cat([p.accuracy for p in parts])
-    res = ProbeResult(
-        accuracy=accuracy,
-        weight=torch.cat([p.weight for p in parts]),
-        bias=torch.cat([p.bias for p in parts]),
-        best_run=pick_best_run(accuracy),
-    )
-    return res, train, test
+        per_run.append(_grid(sets, one, labels, device, tick, first_run=r))
+    return [_merge_runs(list(by_lr)) for by_lr in zip(*per_run, strict=True)], sets
 
 
 def _tick(progress: Callable[[int], None], runs: int, done: int, step: int) -> None:
@@ -91,29 +145,41 @@ def _tick(progress: Callable[[int], None], runs: int, done: int, step: int) -> N
 
 def linear_curves(
     source: FeatureSource,
-    train_split: str,
+    labels: TrainingLabels,
     config: ProbeConfig,
     *,
     checkpoint: str,
-    samples_pc: int | None,
+    val_split: str | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
-) -> CurveResult:
-    """The linear protocol on `source`'s features of `train_split` and `test`: accuracy
-    (runs, iterations + 1)."""
+) -> list[CurveResult]:
+    """The linear protocol on `source`'s features of `labels`' training images and `test`:
+    one CurveResult (accuracy (runs, iterations + 1)) per lr of `config.lrs`, the one
+    chosen (on `val_split` when given, else on test) marked `selected`."""
     start = time.perf_counter()
-    res, train, test = _probes(source, train_split, config, device, progress)
-    return CurveResult(
-        protocol="linear",
-        checkpoint=checkpoint,
-        samples_pc=samples_pc,
-        accuracy=res.accuracy,
-        steps=res.steps,
-        best_run=res.best_run,
-        linear=res.head(),
-        seconds=time.perf_counter() - start,
-        extra={"train_images": len(train), "test_images": len(test), **source.describe()},
-    )
+    results, sets = _probes(source, labels, config, val_split, device, progress)
+    chosen = select_lr(results)
+    n_train = len(sets[0]) if not labels.drawn else len(labels.for_run(0))  # type: ignore[arg-type]
+    extra = {"train_images": n_train, "test_images": len(sets[1]), **source.describe()}
+    extra.update(labels.describe())
+    seconds = (time.perf_counter() - start) / len(results)  # one pass trained them all
+    return [
+        CurveResult(
+            protocol="linear",
+            checkpoint=checkpoint,
+            samples_pc=labels.samples_pc,
+            accuracy=res.accuracy,
+            steps=res.steps,
+            best_run=res.best_run,
+            linear=res.head(),
+            seconds=seconds,
+            extra=dict(extra),
+            lr=res.lr,
+            val_accuracy=res.val_accuracy,
+            selected=j == chosen,
+        )
+        for j, res in enumerate(results)
+    ]
 
 
 def evaluate_linear(
@@ -131,8 +197,9 @@ def evaluate_linear(
 
     Args:
         model: LoadedModel (uses `.backbone`, `.name`, `.path`).
-        data_root: dataset root holding `train[-N]/` and `test/`.
-        samples_pc: N of `train-N`, None = the full `train` split.
+        data_root: dataset root holding `train[-N]/` and `test/` (and `val/`: the best
+            run is then chosen on it).
+        samples_pc: N of `train-N` (or N per class drawn from train), None = `train`.
         config: the probe (e.g. `ProbeConfig.default(EvalLinearSettings)`, or
             `PRETRAIN_EVAL_PROBE`); `config.bn_stats`, `config.bn_batch_size` and
             `config.seed` also say how the features are made.
@@ -140,21 +207,22 @@ def evaluate_linear(
         model_id: feature-cache key (`models.content_id.checkpoint_id`); None (default)
             = no caching, right for a model still in training.
     Returns:
-        (record with the CLI.md `results` keys, the best run's nn.Linear(d, C) on CPU).
+        (record with the CLI.md `results` keys, the selected run's nn.Linear(d, C) on CPU).
     """
-    from tempo_cli.data.labelled import split_name
-
+    root = Path(data_root)
+    labels = resolve_training_labels(root, samples_pc, seed=config.seed, runs=config.runs)
     recipe = linear_recipe(config, image_size)
-    source = FeatureSource(model_id, lambda: model.backbone, data_root, recipe, device, quiet)
+    source = FeatureSource(model_id, lambda: model.backbone, root, recipe, device, quiet)
     name = str(getattr(model, "name", "") or getattr(model, "path", "") or "model")
-    res = linear_curves(
+    results = linear_curves(
         source,
-        split_name(samples_pc),
+        labels,
         config,
         checkpoint=name,
-        samples_pc=samples_pc,
+        val_split=selection_split(root),
         device=device,
     )
+    res = next(r for r in results if r.selected)
     assert res.linear is not None
     return res.record(), res.linear
 
@@ -165,16 +233,16 @@ class LinearProtocol(EvalProtocol):
     name = "linear"
     settings_cls = EvalLinearSettings
 
-    def evaluate(self, task: Task) -> CurveResult:
+    def evaluate(self, task: Task) -> list[CurveResult]:
         config = ProbeConfig.from_settings(task.settings)
         source = task.feature_source(linear_recipe(config, task.image_size))
         with task.progress(self.name, config.iterations) as bar:
             return linear_curves(
                 source,
-                task.split,
+                task.labels,
                 config,
                 checkpoint=task.label,
-                samples_pc=task.samples_pc,
+                val_split=task.val_split,
                 device=task.device,
                 progress=bar.advance_to,
             )

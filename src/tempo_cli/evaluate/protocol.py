@@ -22,6 +22,7 @@ from tempo_cli.report.progress import ProgressBar
 
 if TYPE_CHECKING:
     from tempo_cli.data.labelled import LabelledSplit
+    from tempo_cli.evaluate.train_labels import TrainingLabels
     from tempo_cli.settings.evaluate import EvalSettings
 
 #: Figures a protocol may ask for (file names in the run folder).
@@ -31,7 +32,9 @@ SWEEP_FIGURE = "accuracy_vs_samples.png"
 
 @dataclass
 class Task:
-    """Evaluate `checkpoint` on the `train-<samples_pc>` split (None: `train`), test on `test`.
+    """Evaluate `checkpoint` trained on `labels` (a `train-N` folder, or subsets drawn
+    from `train`), tested on `test`; choices (best run, best lr) made on `val_split` when
+    the root has one (None: on test).
 
     `image_size` is resolved for this checkpoint (`--image-size auto` = what it records).
     `shared` is kept across the splits of one checkpoint (its feature sources, so that
@@ -40,21 +43,25 @@ class Task:
 
     settings: EvalSettings
     checkpoint: Checkpoint
-    samples_pc: int | None
+    labels: TrainingLabels
     root: Path
     image_size: int
     device: torch.device
     shared: dict[FeatureRecipe, FeatureSource] = field(default_factory=dict)
+    val_split: str | None = None
 
     @property
     def label(self) -> str:
         return self.checkpoint.label
 
     @property
-    def split(self) -> str:
-        from tempo_cli.data.labelled import split_name
+    def samples_pc(self) -> int | None:
+        return self.labels.samples_pc
 
-        return split_name(self.samples_pc)
+    @property
+    def split(self) -> str:
+        """The folder the training images come from."""
+        return self.labels.split
 
     @property
     def sub(self) -> str:
@@ -99,5 +106,6 @@ class EvalProtocol(ABC):
     figures: ClassVar[tuple[str, ...]] = (CURVES_FIGURE, SWEEP_FIGURE)
 
     @abstractmethod
-    def evaluate(self, task: Task) -> CurveResult:
-        """Accuracy curves (runs, steps) of this protocol on one task."""
+    def evaluate(self, task: Task) -> list[CurveResult]:
+        """Accuracy curves (runs, steps) of this protocol on one task: one result, or one
+        per learning rate of a grid (exactly one of them `selected`)."""

@@ -16,6 +16,10 @@ class CurveResult:
     accuracy: (R, S) test accuracy of each run at `steps` (S,) (step 0 = before training).
     linear: the best run's head (linear and semisup); backbone_state: the best run's
     fine-tuned backbone (semisup only; None = the checkpoint's frozen backbone).
+    lr: the learning rate of the heads (None: the protocol has none, e.g. knn).
+    val_accuracy: (R,) each run's final accuracy on the val split, when the data has one:
+    the best run (and the best lr of a grid) were then chosen on it (`selected_on`).
+    selected: this is the chosen lr of its grid (always True without a grid).
     """
 
     protocol: str
@@ -28,6 +32,19 @@ class CurveResult:
     backbone_state: dict[str, Tensor] | None = None
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    val_accuracy: Tensor | None = None
+    selected: bool = True
+
+    @property
+    def selected_on(self) -> str:
+        """The split choices were made on: "val" when it was scored, else "test"."""
+        return "test" if self.val_accuracy is None else "val"
+
+    @property
+    def val_mean(self) -> float | None:
+        """Mean final val accuracy over runs (None: no val split)."""
+        return None if self.val_accuracy is None else float(self.val_accuracy.double().mean())
 
     @property
     def runs(self) -> int:
@@ -46,7 +63,7 @@ class CurveResult:
     def record(self) -> dict[str, Any]:
         """The CLI.md `results` entry (plus a few descriptive keys)."""
         final = self.accuracy[:, -1].double()
-        return {
+        out: dict[str, Any] = {
             "checkpoint": self.checkpoint,
             "samples_pc": self.samples_pc,
             "runs": self.runs,
@@ -59,6 +76,14 @@ class CurveResult:
             "seconds": round(self.seconds, 3),
             **self.extra,
         }
+        if self.lr is not None:  # a protocol that trains heads chose a run (and an lr)
+            out.update(lr=self.lr, selected=self.selected, selected_on=self.selected_on)
+            out["best_run"] = self.best_run
+        if self.val_accuracy is not None:
+            val = self.val_accuracy.double()
+            out["val_accuracy_final_mean"] = round(float(val.mean()), 6)
+            out["val_accuracy_final_std"] = round(float(val.std(correction=0)), 6)
+        return out
 
 
 def steps_tensor(iterations: int, every: int = 1) -> Tensor:

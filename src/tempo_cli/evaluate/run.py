@@ -1,11 +1,14 @@
 """`tempo eval linear | semisup | knn`: every checkpoint x every split, one run folder.
 
-Writes `runs/<name>/`: config.json, metrics.json (`results`: one record per checkpoint and
-samples-per-class value), TensorBoard scalars `accuracy` (mean over runs) and
-`accuracy_std` under `<samples_pc>/` (as the reference; `<checkpoint>/<samples_pc>/` when
-several checkpoints are compared), the protocol's figures (`curves.png`: mean ± std per
-iteration; `accuracy_vs_samples.png`); prints a table (rows: checkpoints, columns: samples
-per class). What is evaluated is the protocol's business (`evaluate/protocols.py`).
+Writes `runs/<name>/`: config.json, metrics.json (`results`: one record per checkpoint,
+samples-per-class value and lr of an `--lr` grid; `selected_on`: val or test, the split
+the chosen lr and kept run were picked on), TensorBoard scalars `accuracy` (mean over
+runs) and `accuracy_std` under `<samples_pc>/` (as the reference; `<checkpoint>/
+<samples_pc>/` when several checkpoints are compared; `/lr_<lr>` with a grid), the
+protocol's figures (`curves.png`: mean ± std per iteration; `accuracy_vs_samples.png`),
+`labelled_files.json` when labels were drawn from train/; prints a table (rows:
+checkpoints (x lr), columns: samples per class). What is evaluated is the protocol's
+business (`evaluate/protocols.py`); which images it trains on, `evaluate/train_labels.py`.
 """
 
 from __future__ import annotations
@@ -15,11 +18,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tempo_cli.errors import Interrupted, TempoError, UsageError
+from tempo_cli.errors import Interrupted
 from tempo_cli.evaluate.checkpoints import Checkpoint, unique_labels
 from tempo_cli.evaluate.protocol import CURVES_FIGURE, SWEEP_FIGURE, EvalProtocol, Task
 from tempo_cli.evaluate.protocols import protocol_for
 from tempo_cli.evaluate.results import CurveResult
+from tempo_cli.evaluate.train_labels import (
+    TrainingLabels,
+    resolve_training_labels,
+    selection_split,
+)
 from tempo_cli.report.progress import log
 from tempo_cli.settings.evaluate import EvalSettings
 
@@ -29,21 +37,15 @@ if TYPE_CHECKING:
     from tempo_cli.report.run_dir import RunDir
 
 
-def check_splits(root: Path, samples_pc: list[int | None]) -> None:
-    """UsageError (exit 2) naming the available splits when a requested one is missing."""
-    from tempo_cli.data.labelled import available_splits, split_name
-
-    splits = available_splits(root)
-    counts = [s[6:] for s in splits if s.startswith("train-")]
-    for sp in samples_pc:
-        if split_name(sp) not in splits:
-            value = "full" if sp is None else sp
-            allowed = f"available: {', '.join(counts) or 'none'}"
-            allowed += ", full" if "train" in splits else ""
-            allowed += f" (splits in {root}: {', '.join(splits) or 'none'})"
-            raise UsageError("--samples-pc", value, allowed)
-    if "test" not in splits:
-        raise TempoError(f"no test split in {root} (expected {root}/test/<CLASS>/<image>)")
+def resolve_labels(settings: EvalSettings, root: Path) -> dict[int | None, TrainingLabels]:
+    """The training labels of every `--samples-pc` value (before anything is written):
+    UsageError (exit 2) naming what is available when one cannot be had."""
+    runs = int(getattr(settings, "runs", 1))  # knn has one run
+    resample = bool(getattr(settings, "resample_labels", False))
+    return {
+        sp: resolve_training_labels(root, sp, seed=settings.seed, runs=runs, resample=resample)
+        for sp in settings.samples_pc_list()
+    }
 
 
 def _write_tensorboard(run, sub: str, res: CurveResult) -> None:
@@ -69,6 +71,13 @@ def _write_tensorboard(run, sub: str, res: CurveResult) -> None:
         ]
         file_writer.add_event(Event(summary=Summary(value=values)), step, now)
     writer.flush()
+
+
+def _sub(res: CurveResult, task: Task, multi: bool, grid: bool) -> str:
+    """TensorBoard sub-folder: `<samples_pc>` (the reference's), under `<checkpoint>/`
+    when several are compared, with `/lr_<lr>` when an lr grid ran."""
+    sub = f"{task.label}/{task.sub}" if multi else task.sub
+    return f"{sub}/lr_{res.lr:g}" if grid else sub
 
 
 def _save_paths(target: str, combos: list[tuple[str, int | None]]) -> dict[tuple, Path]:
@@ -105,28 +114,33 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     protocol = protocol_for(settings)
     device = resolve_device(settings.device)
     root = resolve_dataset(settings.data)
-    samples = settings.samples_pc_list()
-    check_splits(root, samples)
+    labels = resolve_labels(settings, root)
+    val_split = selection_split(root)
     checkpoints = [Checkpoint(p, settings.backbone, settings.seed) for p in settings.path]
     unique_labels(checkpoints)
 
     run = RunDir(settings)
     run.save_config(settings)
+    _list_labelled_files(run, root, labels)
     results: list[dict[str, Any]] = []
     curves: list[CurveResult] = []
     multi = len(checkpoints) > 1  # TensorBoard: <checkpoint>/<samples_pc>/ when comparing
+    selected_on = "test" if val_split is None else "val"
     try:
         for ck in checkpoints:
             image_size, shared = _image_size(settings, ck), {}
-            for sp in samples:
-                task = Task(settings, ck, sp, root, image_size, device, shared)
-                res = protocol.evaluate(task)
-                curves.append(res)
-                _write_tensorboard(run, f"{ck.label}/{task.sub}" if multi else task.sub, res)
-                results.append(_record(res, task))
+            for task_labels in labels.values():
+                task = Task(settings, ck, task_labels, root, image_size, device, shared, val_split)
+                found = protocol.evaluate(task)
+                for res in found:
+                    curves.append(res)
+                    _write_tensorboard(run, _sub(res, task, multi, len(found) > 1), res)
+                    results.append(_record(res, task))
                 run.update_metrics(protocol=protocol.name, data=str(root), results=results)
-                _log_result(protocol, task, results[-1], settings.quiet)
-        saved = _save_models(settings, checkpoints, curves)
+                if any("selected_on" in r for r in results):
+                    run.update_metrics(selected_on=selected_on)
+                _log_results(protocol, task, results[-len(found) :], settings.quiet)
+        saved = _save_models(settings, checkpoints, [c for c in curves if c.selected])
         figures = _figures(run, protocol, curves, results)
         run.update_metrics(
             saved_models=[str(p) for p in saved],
@@ -143,6 +157,17 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     return run.metrics
 
 
+#: The run folder's list of the labelled files of every drawn subset.
+LABELLED_FILES = "labelled_files.json"
+
+
+def _list_labelled_files(run: RunDir, root: Path, labels: dict[int | None, TrainingLabels]) -> None:
+    """runs/<name>/labelled_files.json: the files each drawn subset holds (by split)."""
+    drawn = {str(sp): tl.listing(root) for sp, tl in labels.items() if tl.drawn}
+    if drawn:
+        run.write_json(LABELLED_FILES, drawn)
+
+
 def _record(res: CurveResult, task: Task) -> dict[str, Any]:
     """The metrics.json record, with how the features were made."""
     rec = res.record()
@@ -151,13 +176,18 @@ def _record(res: CurveResult, task: Task) -> dict[str, Any]:
     return rec
 
 
-def _log_result(protocol: EvalProtocol, task: Task, rec: dict[str, Any], quiet: bool) -> None:
-    log(
-        f"{protocol.name} {task.label} samples_pc={task.sub}: final accuracy "
-        f"{rec['accuracy_final_mean']:.3f} ± {rec['accuracy_final_std']:.3f} "
-        f"({rec['runs']} runs, {rec['seconds']:.1f} s)",
-        quiet,
-    )
+def _log_results(
+    protocol: EvalProtocol, task: Task, records: list[dict[str, Any]], quiet: bool
+) -> None:
+    for rec in records:
+        lr = f" lr={rec['lr']:g}" if len(records) > 1 else ""
+        mark = f" (chosen on {rec['selected_on']})" if len(records) > 1 and rec["selected"] else ""
+        log(
+            f"{protocol.name} {task.label} samples_pc={task.sub}{lr}: final accuracy "
+            f"{rec['accuracy_final_mean']:.3f} ± {rec['accuracy_final_std']:.3f} "
+            f"({rec['runs']} runs, {rec['seconds']:.1f} s){mark}",
+            quiet,
+        )
 
 
 def _print_table(protocol: EvalProtocol, results: list[dict[str, Any]]) -> None:
@@ -172,7 +202,8 @@ def _print_table(protocol: EvalProtocol, results: list[dict[str, Any]]) -> None:
 def _save_models(
     settings: EvalSettings, checkpoints: list[Checkpoint], curves: list[CurveResult]
 ) -> list[Path]:
-    """`--save-model`: backbone + the best run's linear head + class names, per result."""
+    """`--save-model`: backbone + the best run's linear head + class names, per selected
+    result (the chosen lr of a grid; its best run, chosen on val when there is one)."""
     target = getattr(settings, "save_model", None)  # only protocols that train a head have it
     if not target:
         return []
@@ -201,6 +232,8 @@ def _save_models(
                 "samples_pc": res.samples_pc,
                 "best_run": res.best_run,
                 "accuracy_final": float(res.accuracy[res.best_run, -1]),
+                "lr": res.lr,
+                "selected_on": res.selected_on,
                 "settings": settings.to_json_dict(),
             },
         )
@@ -211,10 +244,13 @@ def _save_models(
 def _curves_figure(protocol: str, curves: list[CurveResult], results: list[dict]) -> Figure:
     from tempo_cli.report.accuracy_plots import plot_curves
 
+    grid = len({c.lr for c in curves}) > 1
+
     data = [
         {
             "checkpoint": c.checkpoint,
             "samples_pc": c.samples_pc,
+            "lr": c.lr if grid else None,
             "steps": c.steps,
             "mean": c.mean,
             "std": c.std,

@@ -55,6 +55,10 @@ class Images:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def take(self, index: Tensor | None) -> Images:
+        """The images at `index` (LongTensor (n,)); None: all of them (self)."""
+        return self if index is None else Images(self.images[index], self.labels[index])
+
 
 @dataclass
 class _TestPass:
@@ -126,27 +130,31 @@ class _Finetuning:
     stop: StopRequest
     mode: BnMode
     batches: BnBatches
+    subsets: list[Tensor] | None = None  # run r trains on train.take(subsets[r])
+    val: Images | None = None
 
-    def run(self, r: int) -> tuple[Tensor, nn.Module]:
-        """Run r: its test accuracies (S,) at `steps` and its fine-tuned model.
+    def run(self, r: int) -> tuple[Tensor, nn.Module, float | None]:
+        """Run r: its test accuracies (S,) at `steps`, its fine-tuned model and its final
+        accuracy on `val` (None without val).
 
         The run's generator draws its first shuffled pass, then the head, then each
         later pass (as a shuffled DataLoader). Loss steps continue across runs.
         """
         c = self.config
+        train = self.train.take(None if self.subsets is None else self.subsets[r])
         g = run_generator(c.seed, r)
-        order = torch.randperm(len(self.train), generator=g)
+        order = torch.randperm(len(train), generator=g)
         model = _fresh_classifier(self.backbone, self.feature_dim, self.num_classes, g)
         model = model.to(self.device).train()
         opt = torch.optim.SGD(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         how = _TestPass(self.mode, self.batches, test_generator(c.seed, r))
         acc = torch.zeros(len(self.steps))
         acc[0] = _accuracy(model, self.test, self.device, how)
-        col, pos, n = 1, 0, len(self.train)
+        col, pos, n = 1, 0, len(train)
         for it in range(1, c.iterations + 1):
             if pos >= n:  # a new pass: reshuffle
                 order, pos = torch.randperm(n, generator=g), 0
-            loss = _train_step(model, opt, self.train, order[pos : pos + c.batch_size], self.device)
+            loss = _train_step(model, opt, train, order[pos : pos + c.batch_size], self.device)
             pos += c.batch_size
             if col < len(self.steps) and it == int(self.steps[col]):
                 acc[col] = _accuracy(model, self.test, self.device, how)
@@ -160,7 +168,11 @@ class _Finetuning:
                     "fine-tuning stopped (results of finished splits are in metrics.json)"
                 )
         self.log.flush(NONFINITE_HINT)
-        return acc, model
+        val = None
+        if self.val is not None:  # scored like test, with a generator of its own
+            how = _TestPass(self.mode, self.batches, test_generator(c.seed + 1, r))
+            val = _accuracy(model, self.val, self.device, how)
+        return acc, model, val
 
 
 def finetune_curves(
@@ -176,6 +188,8 @@ def finetune_curves(
     device: torch.device | str = "cpu",
     description: str = "semisup",
     quiet: bool = True,
+    subsets: list[Tensor] | None = None,
+    val: Images | None = None,
 ) -> CurveResult:
     """Fine-tune `config.runs` copies of `backbone` + fresh heads; accuracy (runs, S).
 
@@ -183,8 +197,11 @@ def finetune_curves(
         backbone: (N, 3, H, W) -> (N, feature_dim); copied per run, never modified.
         train / test: uint8 images (N, 3, S, S) / (M, 3, S, S) with labels in [0, C).
         description, quiet: the progress bar's label, and whether to hide it.
+        subsets: run r trains on `train.take(subsets[r])` (None: all of train).
+        val: scored with each run's final model; the best run is then chosen on it.
     Returns:
-        CurveResult with the best run's head and fine-tuned backbone state.
+        CurveResult with the best run's head and fine-tuned backbone state (best: the
+        highest final val accuracy, else final test accuracy; ties: the first run).
     Raises:
         Interrupted after the current step on SIGINT/SIGTERM; TempoError on a nan/inf loss.
     """
@@ -196,6 +213,7 @@ def finetune_curves(
     device = torch.device(device)
     steps = steps_tensor(config.iterations, config.eval_every)
     acc = torch.zeros(config.runs, len(steps))
+    val_acc = torch.zeros(config.runs)
     best: tuple[float, int, dict[str, Tensor], nn.Linear] | None = None
     total, every = config.runs * config.iterations, readback_every(device)
     with (
@@ -215,10 +233,13 @@ def finetune_curves(
             stop,
             mode,
             batches,
+            subsets,
+            val,
         )
         for r in range(config.runs):
-            acc[r], model = job.run(r)
-            final = float(acc[r, -1])
+            acc[r], model, on_val = job.run(r)
+            final = float(acc[r, -1]) if on_val is None else on_val
+            val_acc[r] = final
             if best is None or final > best[0]:
                 state = {
                     k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()
@@ -235,7 +256,13 @@ def finetune_curves(
         linear=best[3],
         backbone_state=best[2],
         seconds=time.perf_counter() - start,
-        extra={"train_images": len(train), "test_images": len(test), **mode.describe(batches)},
+        extra={
+            "train_images": len(train.take(None if subsets is None else subsets[0])),
+            "test_images": len(test),
+            **mode.describe(batches),
+        },
+        lr=config.lr,
+        val_accuracy=None if val is None else val_acc,
     )
 
 
@@ -251,22 +278,29 @@ class SemisupProtocol(EvalProtocol):
     name = "semisup"
     settings_cls = EvalSemisupSettings
 
-    def evaluate(self, task: Task) -> CurveResult:
+    def evaluate(self, task: Task) -> list[CurveResult]:
         model = task.checkpoint.model()
         train, test = task.images(task.split), task.images("test")
-        if train.class_names != test.class_names:
-            raise TempoError(f"train and test splits of {task.root} list different classes")
+        val = task.images(task.val_split) if task.val_split else None
+        for other in (test, val):
+            if other is not None and train.class_names != other.class_names:
+                raise TempoError(f"the splits of {task.root} list different classes")
         settings = cast(EvalSemisupSettings, task.settings)  # the registry pairs them
-        return finetune_curves(
+        config = ProbeConfig.from_settings(settings)
+        res = finetune_curves(
             model.backbone,
             model.feature_dim,
             Images(train.images, train.labels),
             Images(test.images, test.labels),
             len(train.class_names),
-            ProbeConfig.from_settings(settings),
+            config,
             checkpoint=task.label,
             samples_pc=task.samples_pc,
             device=task.device,
             description=task.description(self.name),
             quiet=settings.quiet,
+            subsets=task.labels.run_subsets(config.runs),
+            val=None if val is None else Images(val.images, val.labels),
         )
+        res.extra.update(task.labels.describe())
+        return [res]

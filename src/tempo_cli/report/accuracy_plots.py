@@ -52,7 +52,8 @@ def plot_curves(curves: Sequence[dict[str, Any]], title: str = "test accuracy") 
 
     Args:
         curves: dicts with `checkpoint` (str), `samples_pc` (int | None), `steps` (S,),
-            `mean` (S,), `std` (S,) (sequences or tensors).
+            `mean` (S,), `std` (S,) (sequences or tensors); optional `lr` (float | None:
+            named in the legend when given).
     """
     groups: list[int | None] = []
     for c in curves:
@@ -68,7 +69,8 @@ def plot_curves(curves: Sequence[dict[str, Any]], title: str = "test accuracy") 
             keep = _thin(len(steps))  # drawing only: the data stay in TensorBoard
             steps, mean, std = ([v[i] for i in keep] for v in (steps, mean, std))
             style = "-" if len(steps) > 1 else "o"
-            (line,) = ax.plot(steps, mean, style, label=c["checkpoint"], linewidth=1.2)
+            label = c["checkpoint"] + (f" lr {c['lr']:g}" if c.get("lr") is not None else "")
+            (line,) = ax.plot(steps, mean, style, label=label, linewidth=1.2)
             lo = [m - s for m, s in zip(mean, std, strict=True)]
             hi = [m + s for m, s in zip(mean, std, strict=True)]
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -87,9 +89,9 @@ def plot_curves(curves: Sequence[dict[str, Any]], title: str = "test accuracy") 
 
 def plot_sweep(results: Sequence[dict[str, Any]], title: str = "accuracy") -> Figure:
     """Final accuracy (mean ± std over runs) against samples per class, one line per
-    checkpoint. `results`: CLI.md `results` records (checkpoint, samples_pc,
-    accuracy_final_mean, accuracy_final_std). The full train split sits right of the
-    largest N, labelled "full"."""
+    checkpoint (and lr, when the results hold several lrs). `results`: CLI.md `results`
+    records (checkpoint, samples_pc, accuracy_final_mean, accuracy_final_std). The full
+    train split sits right of the largest N, labelled "full"."""
     ints = sorted({r["samples_pc"] for r in results if r["samples_pc"] is not None})
     full_x = (max(ints) * 1.25 + 1) if ints else 1.0
 
@@ -98,14 +100,18 @@ def plot_sweep(results: Sequence[dict[str, Any]], title: str = "accuracy") -> Fi
 
     fig = _figure((6, 4))
     ax = fig.subplots()
+    grid = len({r.get("lr") for r in results}) > 1  # one line per checkpoint and lr
+
+    def line(r: dict[str, Any]) -> str:
+        lr = r.get("lr")
+        return r["checkpoint"] + (f" lr {lr:g}" if grid and lr is not None else "")
+
     names: list[str] = []
     for r in results:
-        if r["checkpoint"] not in names:
-            names.append(r["checkpoint"])
+        if line(r) not in names:
+            names.append(line(r))
     for name in names:
-        rows = sorted(
-            (r for r in results if r["checkpoint"] == name), key=lambda r: xpos(r["samples_pc"])
-        )
+        rows = sorted((r for r in results if line(r) == name), key=lambda r: xpos(r["samples_pc"]))
         xs = [xpos(r["samples_pc"]) for r in rows]
         ys = [r["accuracy_final_mean"] for r in rows]
         es = [r["accuracy_final_std"] for r in rows]

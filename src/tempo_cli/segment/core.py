@@ -87,8 +87,12 @@ def _resumed(settings: SegmentSettings) -> tuple[SegmentSettings, Any, Path | No
     ckpt = Path(settings.resume).expanduser()
     saved, state = ENGINES[settings.engine].restore(ckpt)
     settings = merge_resumed_settings(settings, saved, RUNTIME_FIELDS)
+    # Both engines write the same envelope; the payload says which one (none: torchvision).
+    written_by = getattr(state, "payload", {}).get("engine", "torchvision")
+    if settings.engine != written_by:
+        raise UsageError("--engine", settings.engine, f"{written_by}, the engine that wrote {ckpt}")
     run_root = None
-    for folder in (ckpt.parent, ckpt.parent.parent):  # last.pt, detectron2/model_*.pth
+    for folder in (ckpt.parent, ckpt.parent.parent):  # the run folder holding last.pt
         if settings.name is None and (folder / "config.json").is_file():
             run_root = folder  # continue the run in its own folder
             break
@@ -104,6 +108,7 @@ def run(settings: SegmentSettings) -> dict[str, Any]:
     ENGINES[settings.engine].require()  # one-line TempoError when it is not installed
     settings, resume_state, run_root = _resumed(settings)
     engine = ENGINES[settings.engine]
+    engine.require()  # again: a resumed run takes its engine from the checkpoint
     device = resolve_device(settings.device)
     root = resolve_segment_data(settings.data)
     train_split, test_split = load_coco_dataset(root)

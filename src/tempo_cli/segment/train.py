@@ -30,7 +30,7 @@ from tempo_cli.report.progress import log
 from tempo_cli.report.run_dir import RunDir
 from tempo_cli.runtime import seed_everything
 from tempo_cli.segment.batches import BatchSchedule, SegmentData, make_batch, make_data
-from tempo_cli.segment.evaluation import evaluate, iterations_to_fraction
+from tempo_cli.segment.evaluation import Evaluation, evaluate, iterations_to_fraction
 from tempo_cli.segment.model import ModelSpec, build_maskrcnn, parameter_groups
 from tempo_cli.segment.plots import ap_figure, predictions_figure
 from tempo_cli.settings.segment import SegmentSettings
@@ -282,9 +282,7 @@ class _Run:
     def _evaluate(self) -> None:
         """Evaluate at the training threshold, record, checkpoint (the period closes)."""
         s, pos, it = self.s, self.pos, self.pos.iteration
-        result = evaluate(
-            self.model, self.data.test, self.device, s.eval_score_thresh, batch_size=s.batch_size
-        )
+        result = self.evaluate(s.eval_score_thresh)
         mean_loss = pos.period_loss_sum / pos.period_steps
         pos.period_loss_sum, pos.period_steps = 0.0, 0
         record = _eval_record(it, result.metrics, mean_loss, self.train_seconds)
@@ -314,24 +312,32 @@ class _Run:
             position=self.pos.to_dict(),
             model=self.model,
             optimizer=self.optimizer,
-            payload={
-                "model_spec": self.spec.to_dict(),
-                "category_ids": list(self.data.train_split.category_ids),
-                "backbone": self.backbone,
-                "evals": self.evals,
-                "train_seconds": self.train_seconds,
-            },
+            payload=self.payload(),
         )
         save_state(self.ckpt_path, state)
+
+    def payload(self) -> dict[str, Any]:
+        """What last.pt keeps beside the envelope's fields (an engine may add to it)."""
+        return {
+            "model_spec": self.spec.to_dict(),
+            "category_ids": list(self.data.train_split.category_ids),
+            "backbone": self.backbone,
+            "evals": self.evals,
+            "train_seconds": self.train_seconds,
+        }
+
+    def evaluate(self, score_thresh: float, keep_predictions: int = 0) -> Evaluation:
+        """The test images scored at `score_thresh` (the detectron2 engine overrides this)."""
+        return evaluate(
+            self.model, self.data.test, self.device, score_thresh,
+            batch_size=self.s.batch_size, keep_predictions=keep_predictions,
+        )  # fmt: skip
 
     def finish(self) -> dict[str, Any]:
         """Final evaluation at the reference's test threshold (0.7), with a few drawings;
         the run's record (also merged into metrics.json)."""
         s, data, it, tb = self.s, self.data, self.pos.iteration, self.tb
-        final = evaluate(
-            self.model, data.test, self.device, s.score_thresh, batch_size=s.batch_size,
-            keep_predictions=s.vis_images,
-        )  # fmt: skip
+        final = self.evaluate(s.score_thresh, keep_predictions=s.vis_images)
         final_record = {
             "iteration": it,
             "score_thresh": s.score_thresh,

@@ -73,6 +73,31 @@ def _canonical_samples_pc(value: Any) -> str | None:
     return ",".join(tokens)
 
 
+def parse_lr_grid(value: str) -> tuple[float, ...]:
+    """`"0.001,0.01"` -> (0.001, 0.01) (the canonical string of `--lr`)."""
+    return tuple(float(t) for t in str(value).split(","))
+
+
+def _canonical_lr_grid(value: Any) -> str:
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    lrs: list[float] = []
+    for item in items:
+        token = str(item).strip()
+        if not token:
+            continue
+        try:
+            lr = float(token)
+        except ValueError:
+            lr = float("nan")
+        if not lr > 0 or lr == float("inf"):
+            raise ValueError("positive learning rates, comma-separated: 0.01 or 0.001,0.01,0.1")
+        if lr not in lrs:
+            lrs.append(lr)
+    if not lrs:
+        raise ValueError("give at least one learning rate, e.g. 0.01")
+    return ",".join(repr(v) for v in lrs)
+
+
 def parse_bn_batch_size(value: str) -> tuple[int, int] | None:
     """`"24,10"` -> (24, 10); `"auto"` -> None."""
     if value == AUTO:
@@ -105,12 +130,15 @@ class EvalSettings(RecordedImageSize, CommandSettings):
         description="Checkpoint to evaluate: a file, a name in the model dir, imagenet or random. "
         "Repeat to compare several."
     )
-    data: str = Field("asl", description="Dataset name or root with train[-N]/ and test/.")
+    data: str = Field(
+        "asl",
+        description="Dataset name or root with train[-N]/ and test/ (and val/: selection).",
+    )
     recipe: str | None = recipe_field()
     samples_pc: Annotated[str, NoDecode] = Field(
         "full",
-        description="Labelled samples per class: split train-N; a comma list sweeps "
-        "(e.g. 1,5,10,15,20; 'full' = train).",
+        description="Labelled samples per class: split train-N, else a seeded N-per-class "
+        "draw from train/; a comma list sweeps (e.g. 1,5,10,15,20; 'full' = train).",
     )
     backbone: Backbone = Field("resnet34", description="Architecture of --path random|imagenet.")
     image_size: ImageSize = Field(
@@ -167,6 +195,11 @@ class EvalHeadSettings(EvalSettings):
 
     runs: int = Field(10, ge=1, le=1000, description="Repetitions with fresh heads.")
     lr: float = Field(0.01, gt=0, description="SGD learning rate.")
+    resample_labels: bool = Field(
+        False,
+        description="Draw a new seeded N-per-class subset of train/ for every run (even "
+        "where train-N/ exists), so the ± covers which images were labelled.",
+    )
     save_model: str | None = Field(
         None,
         description="Write backbone + the best run's linear head + class names here (a "
@@ -184,9 +217,23 @@ class EvalLinearSettings(EvalHeadSettings):
 
     command: ClassVar[str] = "eval-linear"
 
+    lr: Annotated[str, NoDecode] = Field(  # type: ignore[assignment]
+        "0.01",
+        description="SGD learning rate; a comma list (e.g. 0.001,0.01,0.1) trains every lr's "
+        "heads in one pass and chooses the best on val (test when the data has no val).",
+    )
     iterations: int = Field(3000, ge=1, description=_ITERATIONS)
     batch_size: int = Field(24, ge=1, description="Training features per step.")
     weight_decay: float = Field(1e-4, ge=0, description=_WEIGHT_DECAY)
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_grid(cls, value: Any) -> str:
+        return _canonical_lr_grid(value)
+
+    def lr_grid(self) -> tuple[float, ...]:
+        """The learning rates of `--lr`, in the order given."""
+        return parse_lr_grid(self.lr)
 
 
 class EvalSemisupSettings(EvalHeadSettings):

@@ -62,6 +62,7 @@ def _best(records: list[dict], key: str) -> float:
     return next(r["lr"] for r in records if r[key] == top)  # ties: the earlier lr
 
 
+@pytest.mark.slow
 def test_lr_and_run_follow_val_when_val_and_test_disagree(
     cli, demo_root: Path, tmp_path: Path, runs_dir: Path
 ) -> None:
@@ -100,6 +101,7 @@ def test_lr_and_run_follow_val_when_val_and_test_disagree(
     assert len(files) == 10 and all(f.startswith("train/") for f in files)
 
 
+@pytest.mark.slow
 def test_without_val_the_choice_is_made_on_test_and_marked(
     cli, demo_root: Path, tmp_path: Path
 ) -> None:
@@ -247,6 +249,7 @@ def test_subset_errors_name_the_problem(cli, demo_root: Path, tmp_path: Path) ->
     assert res.code == 2 and "--resample-labels" in res.err
 
 
+@pytest.mark.slow
 def test_knn_and_semisup_train_on_the_drawn_subset(
     cli, demo_root: Path, tmp_path: Path, runs_dir: Path
 ) -> None:

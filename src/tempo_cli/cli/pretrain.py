@@ -21,6 +21,7 @@ from tempo_cli.settings.pretrain import PretrainSettings
 _TRAIN = "Training"
 _MODEL = "Model"
 _RUN = "Run"
+_MONITOR = "Monitoring"
 
 
 def _opt(name: str, *decls: str, panel: str, **kwargs: Any) -> Any:
@@ -35,6 +36,9 @@ def pretrain(
     loss_std: Annotated[str | None, _opt("loss_std", panel=_TRAIN)] = None,
     pdf: Annotated[str | None, _opt("pdf", panel=_TRAIN)] = None,
     proximity: Annotated[float | None, _opt("proximity", panel=_TRAIN)] = None,
+    pairs: Annotated[str | None, _opt("pairs", panel=_TRAIN)] = None,
+    augment: Annotated[str | None, _opt("augment", panel=_TRAIN)] = None,
+    crop_scale: Annotated[float | None, _opt("crop_scale", panel=_TRAIN)] = None,
     batch_size: Annotated[int | None, _opt("batch_size", panel=_TRAIN)] = None,
     image_size: Annotated[str | None, _opt("image_size", panel=_TRAIN, metavar="INT|auto")] = None,
     optimizer: Annotated[str | None, _opt("optimizer", panel=_TRAIN)] = None,
@@ -51,6 +55,12 @@ def pretrain(
     eval: Annotated[bool | None, _opt("eval", "--eval/--no-eval", panel=_MODEL)] = None,  # noqa: A002
     bn_stats: Annotated[str | None, _opt("bn_stats", panel=_MODEL)] = None,
     baseline: Annotated[bool | None, _opt("baseline", "--baseline", panel=_MODEL)] = None,
+    monitor: Annotated[str | None, _opt("monitor", panel=_MONITOR)] = None,
+    monitor_data: Annotated[str | None, _opt("monitor_data", panel=_MONITOR)] = None,
+    monitor_samples_pc: Annotated[int | None, _opt("monitor_samples_pc", panel=_MONITOR)] = None,
+    monitor_every: Annotated[int | None, _opt("monitor_every", panel=_MONITOR)] = None,
+    monitor_pairs: Annotated[int | None, _opt("monitor_pairs", panel=_MONITOR)] = None,
+    keep: Annotated[str | None, _opt("keep", panel=_MONITOR)] = None,
     resume: Annotated[Path | None, _opt("resume", panel=_RUN)] = None,
     device: Annotated[str | None, _opt("device", panel=_RUN)] = None,
     workers: Annotated[int | None, _opt("workers", panel=_RUN)] = None,

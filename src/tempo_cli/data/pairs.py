@@ -20,6 +20,8 @@ import torch
 from tempo_cli.errors import TempoError, UsageError
 
 PDFS = ("uniform", "normal")
+#: What a frame is paired with: a temporal neighbour, or itself (views differ by augmentation).
+PAIRS = ("temporal", "same")
 
 
 def check_pdf(pdf: str, param: float) -> None:
@@ -182,6 +184,7 @@ def epoch_pairs(
     epoch: int,
     rank: int = 0,
     world_size: int = 1,
+    pairs: str = "temporal",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One epoch of pairs for this rank -> (anchors (M,), partners (M,)), int64 global indices.
 
@@ -192,14 +195,20 @@ def epoch_pairs(
     anchor once). Partners are drawn for all anchors from (seed, epoch) too, so the pairs do
     not depend on the number of ranks. A partner always lies in its anchor's sequence.
 
+    pairs: `temporal` (the above) or `same`: every frame of every sequence (single frames
+    too) is its own partner, in the same shuffled order, one pair per frame (classic image
+    self-supervision: the two views differ only by augmentation).
+
     store: a FrameStore (or anything with `starts` and `lengths`).
     """
     check_pdf(pdf, param)
+    if pairs not in PAIRS:
+        raise UsageError("--pairs", pairs, "one of: " + ", ".join(PAIRS))
     if not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     starts = np.asarray(store.starts, dtype=np.int64)
     lengths = np.asarray(store.lengths, dtype=np.int64)
-    usable = lengths >= 2
+    usable = lengths >= (1 if pairs == "same" else 2)
     if not usable.any():
         raise TempoError(
             "no sequence has 2 or more frames, so no temporal pair exists; give more frames"
@@ -208,7 +217,10 @@ def epoch_pairs(
     local = np.concatenate([np.arange(m) for m in lengths[usable]])  # index within it
     rng = np.random.default_rng([seed % 2**64, epoch % 2**64])  # SeedSequence wants >= 0
     order = rng.permutation(seq.size)
-    partner_local = sample_partners(local, lengths[seq], pdf, param, rng)
+    if pairs == "same":
+        partner_local = local
+    else:
+        partner_local = sample_partners(local, lengths[seq], pdf, param, rng)
     anchors = starts[seq] + local
     partners = starts[seq] + partner_local
     total = order.size

@@ -27,14 +27,24 @@ def final_model_path(save_model: str | None, run_dir: Path) -> Path:
     return places.model_dir() / save_model if bare else p
 
 
-def labelled_root(data_path: Path) -> Path:
-    """The dataset root holding train/ and test/ for `--eval` (beside frames/)."""
+def find_labelled_root(data_path: Path) -> Path | None:
+    """The dataset root holding train/ (or train-N/) and test/: `data_path` itself or, for
+    a frames/ folder, the folder beside it; None when there is none."""
     candidates = [data_path] + ([data_path.parent] if data_path.name == "frames" else [])
     for root in candidates:
         if (root / "test").is_dir() and any(
-            (root / s).is_dir() for s in ("train", "train-1", "train-5")
+            p.is_dir() and (p.name == "train" or p.name.startswith("train-"))
+            for p in root.iterdir()
         ):
             return root
+    return None
+
+
+def labelled_root(data_path: Path) -> Path:
+    """The dataset root holding train/ and test/ for `--eval` (beside frames/)."""
+    root = find_labelled_root(data_path)
+    if root is not None:
+        return root
     raise UsageError(
         "--eval",
         str(data_path),

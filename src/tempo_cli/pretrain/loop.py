@@ -2,11 +2,16 @@
 
 `run(settings)` is the core of `tempo pretrain` (a notebook can call it too):
 frames -> FrameStore (uint8, decoded once), per epoch the pairs of data.pairs.epoch_pairs,
-per step two uint8 gathers normalised in batch on the device, backbone + projection head
-on each frame of the pair, Barlow Twins loss over the (global) batch, SGD or AdamW.
+per step two uint8 gathers (augmented with `--augment`) normalised in batch on the device,
+backbone + projection head on each frame of the pair, Barlow Twins loss over the (global)
+batch, SGD or AdamW.
+
+Monitoring (pretrain.monitor): at each epoch end (and every `--monitor-every` steps) rank 0
+scores its replica (kNN or linear accuracy, label-free signals) while the others wait;
+`--keep best` also writes best.pt.
 
 Outputs (rank 0 only): runs/<name>/config.json, metrics.json, TensorBoard scalars
-`loss` (per step) and `lr`, last.pt (resumable; at each epoch end, every
+`loss` (per step), `lr` and `monitor/*`, last.pt (resumable; at each epoch end, every
 `--checkpoint-minutes`, on SIGINT/SIGTERM and at `--max-steps`) and the final model
 (`--save-model`, else runs/<name>/model.pt).
 """
@@ -32,6 +37,7 @@ from tempo_cli.models.projection_head import ProjectionHead, head_for
 from tempo_cli.pretrain import distributed
 from tempo_cli.pretrain.batches import PairBatches, num_batches, split_batches
 from tempo_cli.pretrain.final import FinalModel, final_model_path, labelled_root
+from tempo_cli.pretrain.monitor import BestSoFar, Monitor, MonitorHooks, plan_monitor
 from tempo_cli.pretrain.state import KIND, Position, load_resume, resumed_settings
 from tempo_cli.pretrain.step import TwinModel, TwinStep
 from tempo_cli.report.progress import log
@@ -227,12 +233,13 @@ class _Trainer:
         self.step = TwinStep(TwinModel(self.backbone, self.head), s, self.dinfo, self.device)
         self.rundir.update_metrics(precision=self.step.precision.name)  # what auto became
         pos = self._restore()
+        self.hooks = self._monitor_hooks(data_path, store, pos)
         param = s.proximity_param()
         first, _ = epoch_pairs(
-            store, s.pdf, param, s.seed, 0, self.dinfo.rank, self.dinfo.world_size
+            store, s.pdf, param, s.seed, 0, self.dinfo.rank, self.dinfo.world_size, s.pairs
         )
         n_pairs = self.dinfo.all_min(len(first))  # equal step counts on every rank
-        per_epoch = num_batches(n_pairs, self.per_rank)
+        per_epoch = self.per_epoch = num_batches(n_pairs, self.per_rank)
         if per_epoch == 0:
             raise TempoError(f"{data_path} has too few frames for one batch; give more frames")
         remaining = (s.epochs - pos.epoch) * per_epoch - pos.batch
@@ -269,7 +276,14 @@ class _Trainer:
         """The rest of epoch `pos.epoch` (or up to --max-steps) -> (stop asked, pairs/s)."""
         s, dinfo = self.settings, self.dinfo
         anchors, partners = epoch_pairs(
-            store, s.pdf, s.proximity_param(), s.seed, pos.epoch, dinfo.rank, dinfo.world_size
+            store,
+            s.pdf,
+            s.proximity_param(),
+            s.seed,
+            pos.epoch,
+            dinfo.rank,
+            dinfo.world_size,
+            s.pairs,
         )
         batches = split_batches(
             anchors[:n_pairs], partners[:n_pairs], self.per_rank, start=pos.batch
@@ -280,7 +294,7 @@ class _Trainer:
         pairs_done, t0 = 0, time.perf_counter()
         try:
             for xa_u8, xb_u8 in feeder:
-                loss = self.step(xa_u8, xb_u8)
+                loss = self.step(xa_u8, xb_u8, pos.epoch, pos.batch)
                 pos.step += 1
                 pos.batch += 1
                 pairs_done += len(xa_u8) * dinfo.world_size
@@ -290,8 +304,12 @@ class _Trainer:
                     raise self._interrupted(stop, pos)
                 if not steps.pending:
                     self._maybe_save_periodic(pos)
+                every = s.monitor_every
+                if every and pos.step % every == 0 and pos.batch < self.per_epoch:
+                    self._monitor_step(pos)
                 rate = pairs_done / max(time.perf_counter() - t0, 1e-9)
-                steps.advance(epoch=f"{pos.epoch + 1}/{s.epochs}", pairs_s=rate)
+                shown = self.hooks.shown()
+                steps.advance(epoch=f"{pos.epoch + 1}/{s.epochs}", pairs_s=rate, **shown)
             stop_now = self._flush(steps, pos, stop)
         finally:
             feeder.close()
@@ -301,15 +319,57 @@ class _Trainer:
     def _end_epoch(self, pos: Position, pps: float) -> None:
         """Record the finished epoch, move the position to the next one, save last.pt."""
         record = _epoch_record(pos, pps)
+        monitored, improved = self.hooks.epoch_end(pos.epoch + 1, pos.step)
+        if monitored is not None:
+            record["monitor"] = monitored
         pos.epochs.append(record)
         pos.epoch, pos.batch, pos.epoch_loss_sum, pos.epoch_steps = pos.epoch + 1, 0, 0.0, 0
         self.rundir.update_metrics(epochs=pos.epochs, last=str(self.last_path))
+        shown = "".join(f", {k} {v:.3f}" for k, v in self.hooks.shown().items())
         log(
             f"epoch {record['epoch']}/{self.settings.epochs}: loss {record['loss']:.4f}, "
-            f"{pps:.1f} pairs/s",
+            f"{pps:.1f} pairs/s{shown}",
             self.quiet,
         )
+        if improved and self.settings.keep == "best":
+            self._save_best(pos)
         self._save_last(pos)
+
+    # --- monitoring ------------------------------------------------------------------
+
+    def _monitor_hooks(self, data_path: Path, store: FrameStore, pos: Position) -> MonitorHooks:
+        """The monitor plan (said in one line), rank 0's Monitor, the best so far (and, on
+        resume, the monitor history back in metrics.json)."""
+        s, st = self.settings, self.resume_state
+        plan = plan_monitor(s, data_path)
+        log(plan.line(), self.quiet)
+        self.rundir.update_metrics(monitor=plan.describe())
+        monitor = None
+        if self.dinfo.is_main:
+            monitor = Monitor(plan, s, self.step.twin, store, self.device)
+        best = BestSoFar.from_dict(st.payload.get("monitor_best") if st is not None else None)
+        hooks = MonitorHooks(plan, monitor, self.dinfo, self.rundir.tensorboard(), best)
+        if pos.monitor:
+            self.rundir.update_metrics(monitor_steps=pos.monitor)
+        if best.epoch > 0 and s.keep == "best":
+            self.rundir.update_metrics(best=hooks.best_record(self.rundir.path / "best.pt"))
+        return hooks
+
+    def _monitor_step(self, pos: Position) -> None:
+        """`--monitor-every`: measure inside the epoch (all ranks call this)."""
+        record = self.hooks.measure(pos.step)
+        if record is not None:
+            pos.monitor.append({"step": pos.step, "epoch": pos.epoch + 1, **record})
+            self.rundir.update_metrics(monitor_steps=pos.monitor)
+
+    def _save_best(self, pos: Position) -> None:
+        """`--keep best`: the weights of the epoch just finished as runs/<name>/best.pt."""
+        if not self.dinfo.is_main:
+            return
+        path = self.rundir.path / "best.pt"
+        s = self.settings
+        FinalModel(self.arch, self.backbone, self.head, s.image_size, self._meta(pos)).save(path)
+        self.rundir.update_metrics(best=self.hooks.best_record(path))
 
     # --- checkpoints -----------------------------------------------------------------
 
@@ -362,7 +422,11 @@ class _Trainer:
             position=pos.to_dict(),
             optimizer=self.step.opt,
             scaler=self.step.scaler,
-            payload={"run_dir": str(self.rundir.path), "world_size": self.dinfo.world_size},
+            payload={
+                "run_dir": str(self.rundir.path),
+                "world_size": self.dinfo.world_size,
+                "monitor_best": self.hooks.best.to_dict(),
+            },
         )
         product = {"arch": self.arch, "backbone": self.backbone, "head": self.head}
         product.update(image_size=self.settings.image_size, meta=self._meta(pos))

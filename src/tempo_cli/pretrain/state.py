@@ -2,13 +2,16 @@
 
 The pair sampling of an epoch is a pure function of (seed, epoch) (data.pairs.epoch_pairs),
 so the sampling position is just (epoch, batch): resuming regenerates that epoch's pairs
-and skips the batches already trained on. Together with the optimiser (and grad scaler)
-state, the RNG states and the running loss sum of the unfinished epoch, a resumed run
-reproduces the uninterrupted one exactly (on CPU).
+and skips the batches already trained on; `--augment` draws from a generator seeded by
+(seed, epoch, batch, rank) (pretrain.augment), so it needs no saved state either. Together
+with the optimiser (and grad scaler) state, the RNG states and the running loss sum of the
+unfinished epoch, a resumed run reproduces the uninterrupted one exactly (on CPU).
 
 `last.pt` is a product checkpoint (backbone + head, readable by `load_model`) whose
-`training_state` is the envelope of kind "tempo-pretrain"; its payload holds `run_dir`
-and `world_size`. Files of version 1 (before the shared envelope) still resume.
+`training_state` is the envelope of kind "tempo-pretrain"; its payload holds `run_dir`,
+`world_size` and `monitor_best` (`--keep best`'s best epoch so far; the monitor records
+themselves are in the position's epoch records and `monitor`). Files of version 1
+(before the shared envelope) still resume.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Position:
     epoch_loss_sum: float = 0.0  # sum of the step losses of the unfinished epoch
     epoch_steps: int = 0
     epochs: list[dict[str, Any]] = field(default_factory=list)  # finished epochs' records
+    monitor: list[dict[str, Any]] = field(default_factory=list)  # --monitor-every records
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +48,7 @@ class Position:
             "epoch_loss_sum": self.epoch_loss_sum,
             "epoch_steps": self.epoch_steps,
             "epochs": [dict(e) for e in self.epochs],
+            "monitor": [dict(m) for m in self.monitor],
         }
 
     @classmethod
@@ -55,6 +60,7 @@ class Position:
             epoch_loss_sum=float(d["epoch_loss_sum"]),
             epoch_steps=int(d["epoch_steps"]),
             epochs=[dict(e) for e in d["epochs"]],
+            monitor=[dict(m) for m in d.get("monitor", [])],
         )
 
 

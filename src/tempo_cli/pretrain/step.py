@@ -4,6 +4,8 @@
 with a uint8 pair batch normalises on the device, runs backbone + head on both views,
 takes the Barlow Twins loss over the (global) batch and makes one optimiser step.
 `--precision` (pretrain.precision) decides autocast, layout and gradient scaling.
+`--augment light|strong` augments the two views on the device first (pretrain.augment);
+with `--augment none` the batches go to the model exactly as the reference's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from tempo_cli.models.barlow_twins_loss import BarlowTwinsLoss
 from tempo_cli.models.projection_head import ProjectionHead
+from tempo_cli.pretrain.augment import AUGMENTS, PairAugmenter
 from tempo_cli.pretrain.batches import Normalizer
 from tempo_cli.pretrain.distributed import DistInfo
 from tempo_cli.pretrain.precision import precision_for
@@ -47,7 +50,7 @@ def make_optimizer(params: list[nn.Parameter], s: PretrainSettings) -> torch.opt
 
 
 class TwinStep:
-    """Build once, then `step(xa_u8, xb_u8) -> loss` (0-d, on the device) per batch.
+    """Build once, then `step(xa_u8, xb_u8, epoch, batch) -> loss` (0-d, on the device).
 
     `twin` is the module whose parameters and buffers are trained and saved (moved to the
     device, SyncBatchNorm on multi-GPU); `model` is what runs (DDP-wrapped when distributed).
@@ -74,10 +77,29 @@ class TwinStep:
             self.model = DistributedDataParallel(twin, device_ids=[device.index] if cuda else None)
         self.loss_fn = BarlowTwinsLoss(s.l, gather_distributed=dinfo.distributed, std=s.loss_std)
         self.normalize = Normalizer(device, channels_last=self.precision.channels_last)
+        recipe = AUGMENTS[s.augment]
+        self.device = device
+        self.augment = (
+            None
+            if recipe.views is None
+            else PairAugmenter(recipe, s.seed, dinfo.rank, s.crop_scale)
+        )
 
-    def __call__(self, xa_u8: torch.Tensor, xb_u8: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, S, S) pair batch on the host -> the step's loss (before the step)."""
-        x_a, x_b = self.normalize(xa_u8), self.normalize(xb_u8)
+    def __call__(
+        self, xa_u8: torch.Tensor, xb_u8: torch.Tensor, epoch: int = 0, batch: int = 0
+    ) -> torch.Tensor:
+        """uint8 (B, 3, S, S) pair batch on the host -> the step's loss (before the step).
+
+        (epoch, batch) is the step's place in the run: it seeds the augmentation draws.
+        """
+        if self.augment is None:
+            x_a, x_b = self.normalize(xa_u8), self.normalize(xb_u8)
+        else:
+            dev = self.device
+            xa = xa_u8.to(dev, non_blocking=True)
+            xb = xb_u8.to(dev, non_blocking=True)
+            v_a, v_b = self.augment(xa, xb, epoch, batch)  # float [0, 1]
+            x_a, x_b = self.normalize(v_a), self.normalize(v_b)
         with self.autocast:
             z_a, z_b = self.model(x_a, x_b)
         loss = self.loss_fn(z_a, z_b)  # float32 inside, over the global batch

@@ -58,6 +58,23 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
         "uniform", description="Partner pmf: uniform (tau) or normal (sigma)."
     )
     proximity: float = Field(30, ge=1, description="tau (uniform) or sigma (normal), in frames.")
+    pairs: Literal["temporal", "same"] = Field(
+        "temporal",
+        description="What each frame is paired with: temporal (a neighbour drawn by --pdf) or "
+        "same (the frame itself: the views differ only by --augment).",
+    )
+    augment: Literal["none", "light", "strong"] = Field(
+        "none",
+        description="Augmentation of each view, drawn per image: none (the reference), light "
+        "(random resized crop + flip) or strong (the Barlow Twins paper's recipe).",
+    )
+    crop_scale: float = Field(
+        0.08,
+        gt=0,
+        le=1,
+        description="Smallest crop of --augment light|strong, as a fraction of the frame's "
+        "area (0.08: the Barlow Twins paper's).",
+    )
     batch_size: int = Field(200, ge=2, description="Pairs per step (global over all processes).")
     image_size: ImageSize = Field(
         AUTO,
@@ -79,6 +96,34 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
         description="BatchNorm statistics of --eval: running (eval mode), batch (the "
         f"reference: train mode, shuffled batches of {EVAL_BATCH_SIZE}) or adapt "
         "(re-estimated on the evaluation images, then eval mode).",
+    )
+    monitor: Literal["auto", "knn", "linear", "none"] = Field(
+        "auto",
+        description="Accuracy watched at each epoch end on --monitor-data: knn (as `tempo eval "
+        "knn`: k=20, T=0.07, cosine), linear (the batched probe, 1 run of 300 iterations) or "
+        "none (label-free signals only); auto = knn when the data has labelled splits, else "
+        "none.",
+    )
+    monitor_data: str | None = Field(
+        None,
+        description="Labelled dataset root (or name) of --monitor; default: the --data root.",
+    )
+    monitor_samples_pc: int = Field(
+        5, ge=1, description="Labelled images per class --monitor trains on (scored on test)."
+    )
+    monitor_every: int | None = Field(
+        None, ge=1, description="Also monitor every N steps (besides each epoch end)."
+    )
+    monitor_pairs: int = Field(
+        512,
+        ge=2,
+        description="Fixed seeded sample of training pairs for the label-free signals (RankMe, "
+        "feature std, Barlow Twins terms).",
+    )
+    keep: Literal["final", "best"] = Field(
+        "final",
+        description="best: also write runs/<name>/best.pt, the epoch with the best monitor "
+        "accuracy (on val when present, else test; RankMe without labels).",
     )
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="sgd or adamw.")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum.")
@@ -108,6 +153,15 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
             raise ValueError("a finite number >= 1")
         if info.data.get("pdf") == "uniform" and float(v) != int(v):
             raise ValueError("--pdf uniform needs a whole number of frames (tau)")
+        return v
+
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: str, info: ValidationInfo) -> str:
+        if v == "none" and info.data.get("pairs") == "same":
+            raise ValueError(
+                "--pairs same needs --augment light or strong (else both views are the same image)"
+            )
         return v
 
     @field_validator("init")

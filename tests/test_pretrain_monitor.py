@@ -151,6 +151,12 @@ def test_monitor_auto_and_usage_errors(cli, root: Path, tmp_path: Path) -> None:
     assert r.code == 2 and "--monitor-data" in r.err
     r = cli("pretrain", "--data", root, "--monitor", "cosine")
     assert r.code == 2 and "--monitor" in r.err
+    # more labelled images per class than the monitor data has: named as our option
+    r = cli(
+        "pretrain", "--data", root / "frames", "--monitor", "knn", "--monitor-samples-pc",
+        "10000", "--init", "random", "--backbone", "resnet18", "--image-size", "32",
+    )  # fmt: skip
+    assert r.code == 2 and "--monitor-samples-pc" in r.err and "Traceback" not in r.err
 
 
 def _weights(result) -> dict[str, torch.Tensor]:

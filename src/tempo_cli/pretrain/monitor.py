@@ -112,6 +112,11 @@ def plan_monitor(s: PretrainSettings, data_path: Path) -> MonitorPlan:
             resolve_training_labels(root, s.monitor_samples_pc, seed=s.seed)
         except (UsageError, TempoError):
             root, kind = None, "none"
+    elif root is not None and kind != "none":
+        try:  # an explicit knn/linear: say now, before training, if the labels do not fit
+            resolve_training_labels(root, s.monitor_samples_pc, seed=s.seed)
+        except UsageError as e:  # it names --samples-pc: the option here is ours
+            raise UsageError("--monitor-samples-pc", s.monitor_samples_pc, e.allowed) from None
     if root is None:
         return MonitorPlan("none", None, s.monitor_samples_pc, "rankme")
     selected = "val" if selection_split(root) else TEST_SPLIT

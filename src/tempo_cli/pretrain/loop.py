@@ -37,8 +37,14 @@ from tempo_cli.models.projection_head import ProjectionHead, head_for
 from tempo_cli.pretrain import distributed
 from tempo_cli.pretrain.batches import PairBatches, num_batches, split_batches
 from tempo_cli.pretrain.final import FinalModel, final_model_path, labelled_root
-from tempo_cli.pretrain.monitor import BestSoFar, Monitor, MonitorHooks, plan_monitor
-from tempo_cli.pretrain.state import KIND, Position, load_resume, resumed_settings
+from tempo_cli.pretrain.monitor import MonitorHooks
+from tempo_cli.pretrain.state import (
+    KIND,
+    Position,
+    load_resume,
+    restore_training,
+    resumed_settings,
+)
 from tempo_cli.pretrain.step import TwinModel, TwinStep
 from tempo_cli.report.progress import log
 from tempo_cli.report.run_dir import RunDir
@@ -173,31 +179,6 @@ class _Trainer:
             store = load_frame_store(data_path, self.settings.image_size, quiet=True)
         return store
 
-    def _restore(self) -> Position:
-        """The optimiser, scaler and RNG of `--resume` (options given now win) -> position."""
-        st, s, opt = self.resume_state, self.settings, self.step.opt
-        if st is None:
-            return Position()
-        same_optimizer = st.settings.get("optimizer") == s.optimizer
-        if not same_optimizer:
-            log(f"--optimizer changed to {s.optimizer}: its state starts afresh", self.quiet)
-        st.restore(optimizer=opt if same_optimizer else None, scaler=self.step.scaler)
-        # load_state_dict brings back the saved hyper-parameters; options given now
-        # (e.g. a lower --lr to continue) take precedence.
-        for group in opt.param_groups:
-            group["lr"], group["weight_decay"] = s.lr, s.weight_decay
-            if s.optimizer == "sgd":
-                group["momentum"] = s.momentum
-        pos = Position.from_dict(st.position)
-        if int(st.payload.get("world_size", 1)) != self.dinfo.world_size and pos.batch > 0:
-            log(
-                "resuming with a different number of processes: the unfinished epoch "
-                f"{pos.epoch + 1} restarts from its beginning",
-                self.quiet,
-            )
-            pos.batch, pos.epoch_loss_sum, pos.epoch_steps = 0, 0.0, 0
-        return pos
-
     # --- the run ---------------------------------------------------------------------
 
     def fit(self) -> PretrainResult:
@@ -232,8 +213,22 @@ class _Trainer:
         store = self._load_frames(data_path)
         self.step = TwinStep(TwinModel(self.backbone, self.head), s, self.dinfo, self.device)
         self.rundir.update_metrics(precision=self.step.precision.name)  # what auto became
-        pos = self._restore()
-        self.hooks = self._monitor_hooks(data_path, store, pos)
+        pos = restore_training(
+            self.resume_state, s, self.step.opt, self.step.scaler, self.dinfo.world_size, self.quiet
+        )
+        st = self.resume_state
+        self.hooks = MonitorHooks.start(
+            s,
+            data_path,
+            store,
+            self.step.twin,
+            self.device,
+            self.dinfo,
+            self.rundir,
+            st.payload.get("monitor_best") if st is not None else None,
+            pos.monitor,
+            self.quiet,
+        )
         param = s.proximity_param()
         first, _ = epoch_pairs(
             store, s.pdf, param, s.seed, 0, self.dinfo.rank, self.dinfo.world_size, s.pairs
@@ -336,24 +331,6 @@ class _Trainer:
         self._save_last(pos)
 
     # --- monitoring ------------------------------------------------------------------
-
-    def _monitor_hooks(self, data_path: Path, store: FrameStore, pos: Position) -> MonitorHooks:
-        """The monitor plan (said in one line), rank 0's Monitor, the best so far (and, on
-        resume, the monitor history back in metrics.json)."""
-        s, st = self.settings, self.resume_state
-        plan = plan_monitor(s, data_path)
-        log(plan.line(), self.quiet)
-        self.rundir.update_metrics(monitor=plan.describe())
-        monitor = None
-        if self.dinfo.is_main:
-            monitor = Monitor(plan, s, self.step.twin, store, self.device)
-        best = BestSoFar.from_dict(st.payload.get("monitor_best") if st is not None else None)
-        hooks = MonitorHooks(plan, monitor, self.dinfo, self.rundir.tensorboard(), best)
-        if pos.monitor:
-            self.rundir.update_metrics(monitor_steps=pos.monitor)
-        if best.epoch > 0 and s.keep == "best":
-            self.rundir.update_metrics(best=hooks.best_record(self.rundir.path / "best.pt"))
-        return hooks
 
     def _monitor_step(self, pos: Position) -> None:
         """`--monitor-every`: measure inside the epoch (all ranks call this)."""

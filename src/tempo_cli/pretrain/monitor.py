@@ -48,6 +48,8 @@ from tempo_cli.settings.pretrain import PretrainSettings
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
+    from tempo_cli.report.run_dir import RunDir
+
 #: The reduced linear probe of `--monitor linear`.
 LINEAR_RUNS = 1
 LINEAR_ITERATIONS = 300
@@ -270,6 +272,34 @@ class MonitorHooks:
         self.plan, self.monitor, self.dinfo, self.writer = plan, monitor, dinfo, writer
         self.best = best
         self.last_accuracy: float | None = None
+
+    @classmethod
+    def start(
+        cls,
+        s: PretrainSettings,
+        data_path: Path,
+        store: FrameStore,
+        twin: TwinModel,
+        device: torch.device,
+        dinfo: DistInfo,
+        rundir: RunDir,
+        saved_best: dict[str, Any] | None,
+        history: list[dict[str, Any]],
+        quiet: bool,
+    ) -> MonitorHooks:
+        """The monitor plan (said in one line), rank 0's Monitor and the best so far
+        (`saved_best`: last.pt's, on resume); metrics.json gets the plan and, on resume,
+        the `--monitor-every` history and the best so far back."""
+        plan = plan_monitor(s, data_path)
+        log(plan.line(), quiet)
+        rundir.update_metrics(monitor=plan.describe())
+        monitor = Monitor(plan, s, twin, store, device) if dinfo.is_main else None
+        hooks = cls(plan, monitor, dinfo, rundir.tensorboard(), BestSoFar.from_dict(saved_best))
+        if history:
+            rundir.update_metrics(monitor_steps=history)
+        if hooks.best.epoch > 0 and s.keep == "best":
+            rundir.update_metrics(best=hooks.best_record(rundir.path / "best.pt"))
+        return hooks
 
     def measure(self, step: int) -> dict[str, float] | None:
         """Rank 0: the record of the current weights (None on the other ranks)."""

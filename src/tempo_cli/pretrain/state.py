@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from tempo_cli.report.progress import log
 from tempo_cli.settings.pretrain import RUNTIME_FIELDS, PretrainSettings
 from tempo_cli.training.resume import merge_resumed_settings
 from tempo_cli.training.state import TrainingState, load_state
@@ -77,3 +80,36 @@ def resumed_settings(settings: PretrainSettings, state: TrainingState) -> Pretra
     """
     saved = {"loss_std": "biased", **state.settings}
     return merge_resumed_settings(settings, saved, RUNTIME_FIELDS)
+
+
+def restore_training(
+    st: TrainingState | None,
+    s: PretrainSettings,
+    opt: torch.optim.Optimizer,
+    scaler: Any,
+    world_size: int,
+    quiet: bool,
+) -> Position:
+    """The optimiser, scaler and RNG of `--resume` (options given now win) -> position
+    (a fresh Position without `st`)."""
+    if st is None:
+        return Position()
+    same_optimizer = st.settings.get("optimizer") == s.optimizer
+    if not same_optimizer:
+        log(f"--optimizer changed to {s.optimizer}: its state starts afresh", quiet)
+    st.restore(optimizer=opt if same_optimizer else None, scaler=scaler)
+    # load_state_dict brings back the saved hyper-parameters; options given now
+    # (e.g. a lower --lr to continue) take precedence.
+    for group in opt.param_groups:
+        group["lr"], group["weight_decay"] = s.lr, s.weight_decay
+        if s.optimizer == "sgd":
+            group["momentum"] = s.momentum
+    pos = Position.from_dict(st.position)
+    if int(st.payload.get("world_size", 1)) != world_size and pos.batch > 0:
+        log(
+            "resuming with a different number of processes: the unfinished epoch "
+            f"{pos.epoch + 1} restarts from its beginning",
+            quiet,
+        )
+        pos.batch, pos.epoch_loss_sum, pos.epoch_steps = 0, 0.0, 0
+    return pos

@@ -45,6 +45,27 @@ def isolated_places(
             monkeypatch.delenv(key)
 
 
+def _write_frames(folder: Path, n: int, size: int = 32) -> Path:
+    """n smoothly changing RGB frames (PNG) in `folder`: a tiny 'video'."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = rng.random((size, size, 3))
+    for i in range(n):
+        img = 255 * (0.7 * np.roll(base, i, axis=1) + 0.3 * rng.random((size, size, 3)))
+        Image.fromarray(img.astype(np.uint8)).save(folder / f"{i:04d}.png")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def write_frames():
+    """`write_frames(folder, n, size=32) -> folder`: n smoothly changing RGB frames (PNG),
+    a tiny 'video' for pre-training tests."""
+    return _write_frames
+
+
 @pytest.fixture(scope="session")
 def demo_root(session_dirs: dict[str, Path]) -> Path:
     """The demo dataset (seed 0) in the session's data dir: a copy of the checkout's cached

@@ -25,21 +25,8 @@ from tempo_cli.settings.pretrain import PretrainSettings
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_frames(folder: Path, n: int, size: int = 32) -> Path:
-    """n smoothly changing RGB frames (PNG) in `folder`: a tiny 'video'."""
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    base = rng.random((size, size, 3))
-    for i in range(n):
-        img = 255 * (0.7 * np.roll(base, i, axis=1) + 0.3 * rng.random((size, size, 3)))
-        Image.fromarray(img.astype(np.uint8)).save(folder / f"{i:04d}.png")
-    return folder
-
-
 @pytest.fixture(scope="module")
-def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def frames(tmp_path_factory: pytest.TempPathFactory, write_frames) -> Path:
     return write_frames(tmp_path_factory.mktemp("pretrain") / "frames", 48)
 
 
@@ -344,7 +331,7 @@ def test_sigint_saves_resumable_checkpoint_and_exits_130(frames: Path, tmp_path:
 
 @pytest.mark.slow
 def test_eval_runs_linear_probe_and_saves_classifier(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write_frames
 ) -> None:
     from PIL import Image
 

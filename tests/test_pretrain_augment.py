@@ -22,21 +22,8 @@ from tempo_cli.settings import load_settings
 from tempo_cli.settings.pretrain import PretrainSettings
 
 
-def write_frames(folder: Path, n: int, size: int = 32) -> Path:
-    """n smoothly changing RGB frames (PNG) in `folder`: a tiny 'video'."""
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    base = rng.random((size, size, 3))
-    for i in range(n):
-        img = 255 * (0.7 * np.roll(base, i, axis=1) + 0.3 * rng.random((size, size, 3)))
-        Image.fromarray(img.astype(np.uint8)).save(folder / f"{i:04d}.png")
-    return folder
-
-
 @pytest.fixture(scope="module")
-def frames(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def frames(tmp_path_factory: pytest.TempPathFactory, write_frames) -> Path:
     return write_frames(tmp_path_factory.mktemp("augment") / "frames", 48)
 
 

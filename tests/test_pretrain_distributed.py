@@ -150,20 +150,6 @@ def test_two_process_run_trains_with_rank0_writing_and_equal_weights(
     assert not torch.equal(fresh["conv1.weight"], w0["backbone.conv1.weight"])
 
 
-def write_frames(folder: Path, n: int, size: int = 32) -> Path:
-    """n smoothly changing RGB frames (PNG) in `folder`: a tiny 'video'."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    base = rng.random((size, size, 3))
-    for i in range(n):
-        img = 255 * (0.7 * np.roll(base, i, axis=1) + 0.3 * rng.random((size, size, 3)))
-        Image.fromarray(img.astype(np.uint8)).save(folder / f"{i:04d}.png")
-    return folder
-
-
 @pytest.fixture
-def tiny_frames(tmp_path: Path) -> Path:
+def tiny_frames(tmp_path: Path, write_frames) -> Path:
     return write_frames(tmp_path / "frames", 48)

@@ -24,6 +24,7 @@ from tempo_cli.cli.explain import explain_app
 from tempo_cli.cli.export import export
 from tempo_cli.cli.pretrain import pretrain
 from tempo_cli.cli.segment import segment
+from tempo_cli.cli.study import study
 from tempo_cli.errors import Interrupted, TempoError, UsageError
 
 app = typer.Typer(
@@ -56,6 +57,7 @@ app.command("download")(download)
 app.command("export")(export)
 app.command("pretrain")(pretrain)
 app.command("segment")(segment)
+app.command("study")(study)
 app.add_typer(eval_app, name="eval")
 app.add_typer(explain_app, name="explain")
 

@@ -1,0 +1,178 @@
+"""The study's figures, drawn from study.json's dict into `runs/<study>/figures/*.png`.
+
+accuracy_vs_samples.png (headline, all arms, error bars), knn_vs_samples.png,
+noise.png (accuracy per noise level), pretrain_loss.png (loss per epoch), and
+lrp_<CLASS>.png (the arms' LRP contact sheets of one class side by side, up to
+`LRP_CLASSES` classes). Each arm's probe curves (`<arm>/linear/curves.png`) are
+referenced where they are, not redrawn. Figures are `matplotlib.figure.Figure` (no
+pyplot, Agg) and written atomically; a figure without data is not drawn.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tempo_cli import atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FIGURES_DIR = "figures"
+#: Classes whose LRP sheets are composed side by side (the first ones in name order).
+LRP_CLASSES = 4
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
+def _text(s: Any) -> str:
+    """A user string as plain matplotlib text: `$` would start mathtext."""
+    return str(s).replace("$", r"\$")
+
+
+def _save(fig: Figure, study_dir: Path, name: str, title: str) -> dict[str, str]:
+    rel = f"{FIGURES_DIR}/{name}.png"
+    with atomic.atomic_path(study_dir / rel) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", bbox_inches="tight")
+    return {"name": name, "title": title, "path": rel}
+
+
+def write_figures(study_dir: str | Path, data: dict[str, Any]) -> list[dict[str, str]]:
+    """Draw every figure `data` has numbers for; returns [{name, title, path}] (path
+    relative to `study_dir`) and stores the list as `data["figures"]`."""
+    study_dir = Path(study_dir)
+    out: list[dict[str, str]] = []
+    for key, name, title in (
+        ("headline", "accuracy_vs_samples", "Linear-probe accuracy vs labelled samples per class"),
+        ("semisup", "semisup_vs_samples", "Semi-supervised accuracy vs samples per class"),
+        ("knn", "knn_vs_samples", "kNN accuracy vs labelled samples per class"),
+    ):
+        if data.get(key):
+            out.append(_save(accuracy_figure(data[key], title), study_dir, name, title))
+    if data.get("noise"):
+        title = "Accuracy under Gaussian noise"
+        out.append(_save(noise_figure(data["noise"], title), study_dir, "noise", title))
+    if data.get("pretrain"):
+        title = "Pre-training loss per epoch"
+        out.append(_save(loss_figure(data["pretrain"], title), study_dir, "pretrain_loss", title))
+    if data.get("lrp"):
+        out.extend(lrp_figures(study_dir, data["lrp"]))
+    data["figures"] = out
+    return out
+
+
+def _x_order(columns: list[str]) -> list[str]:
+    """Samples-per-class columns as categories: numbers ascending, "full" last."""
+    nums = sorted((c for c in columns if c != "full"), key=int)
+    return nums + (["full"] if "full" in columns else [])
+
+
+def accuracy_figure(table: dict[str, Any], title: str) -> Figure:
+    """Mean ± std per arm against samples per class (categorical x, "full" last)."""
+    cols = _x_order(table["columns"])
+    fig = _figure((6.4, 4.2))
+    ax = fig.add_subplot()
+    for row in table["rows"]:
+        xs = [i for i, c in enumerate(cols) if c in row["cells"]]
+        cells = [row["cells"][cols[i]] for i in xs]
+        ax.errorbar(
+            xs,
+            [c["mean"] for c in cells],
+            yerr=[c.get("std") or 0.0 for c in cells],
+            marker="o",
+            capsize=3,
+            label=_text(row["arm"]),
+        )
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_xlabel("labelled samples per class")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"{title}\n(± over {_text(table['over'])})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def noise_figure(table: dict[str, Any], title: str) -> Figure:
+    """Accuracy against noise level, one line per arm."""
+    fig = _figure((6.4, 4.2))
+    ax = fig.add_subplot()
+    for row in table["rows"]:
+        levels = sorted(row["accuracy"], key=float)
+        ax.plot(
+            [float(x) for x in levels],
+            [row["accuracy"][x]["mean"] for x in levels],
+            marker="o",
+            label=_text(row["arm"]),
+        )
+    ax.set_xlabel("noise level")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def loss_figure(table: dict[str, Any], title: str) -> Figure:
+    """Pre-training loss per epoch, one line per arm (and repeat)."""
+    fig = _figure((6.4, 4.2))
+    ax = fig.add_subplot()
+    for row in table["rows"]:
+        label = row["arm"] if row["repeat"] is None else f"{row['arm']} (seed {row['repeat']})"
+        epochs = [e for e in row["epochs"] if e.get("loss") is not None]
+        ax.plot(
+            [e["epoch"] for e in epochs],
+            [e["loss"] for e in epochs],
+            marker="o",
+            label=_text(label),
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def lrp_figures(study_dir: Path, table: dict[str, Any]) -> list[dict[str, str]]:
+    """One figure per class (up to LRP_CLASSES): every arm's contact sheet of that class,
+    side by side, titled with the arm's name."""
+    sheets = {
+        row["arm"]: {p.stem: p for p in (study_dir / row["sheets_dir"]).glob("*.png")}
+        for row in table["rows"]
+    }
+    sheets = {arm: files for arm, files in sheets.items() if files}
+    if not sheets:
+        return []
+    classes = sorted(set().union(*(set(f) for f in sheets.values())))[:LRP_CLASSES]
+    out = []
+    for cls in classes:
+        title = f"LRP contact sheets, class {cls}"
+        fig = sheet_figure({arm: files.get(cls) for arm, files in sheets.items()}, title)
+        out.append(_save(fig, study_dir, f"lrp_{_safe(cls)}", title))
+    return out
+
+
+def _safe(stem: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in stem)
+
+
+def sheet_figure(images: dict[str, Path | None], title: str) -> Figure:
+    """The given images side by side (a missing one leaves its panel empty)."""
+    import numpy as np
+    from PIL import Image
+
+    n = len(images)
+    fig = _figure((5.0 * n, 4.0))
+    for i, (arm, path) in enumerate(images.items()):
+        ax = fig.add_subplot(1, n, i + 1)
+        ax.set_axis_off()
+        ax.set_title(_text(arm), fontsize=10)
+        if path is not None:
+            with Image.open(path) as im:
+                ax.imshow(np.asarray(im.convert("RGB")))
+    fig.suptitle(title)
+    return fig

@@ -1,0 +1,76 @@
+"""What a finished stage was computed from, and its record `<stage folder>/stage.json`.
+
+A stage's fingerprint is the sha256 of its resolved settings (minus the fields that say how
+it runs, not what it computes) and of the content of the file it reads (the pre-training's
+model.pt, the classifier.pt, the arm's checkpoint). A rerun skips a stage whose record is
+complete with the same fingerprint; any other change (an option, a new model.pt) reruns it.
+
+stage.json = {"stage", "arm", "repeat" (k or null), "fingerprint", "complete": bool,
+"seconds" (wall time of the stage's last run), "skipped": reason (only when not run)}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from tempo_cli import atomic
+from tempo_cli.settings.base import CommandSettings
+
+STAGE_FILE = "stage.json"
+#: Settings that change how a stage runs, never what it computes.
+RUNTIME_FIELDS = frozenset(
+    {"name", "quiet", "debug", "workers", "checkpoint_minutes", "max_steps", "resume"}
+)
+_CHUNK = 1 << 20
+#: (path, size, mtime_ns) -> content hash: one arm's model.pt is read once per process.
+_hashes: dict[tuple[str, int, int], str] = {}
+
+
+def file_hash(path: Path | None) -> str | None:
+    """`<size>:<sha256>` of `path`'s bytes; None without a file, "missing" when absent."""
+    if path is None:
+        return None
+    try:
+        st = path.stat()
+    except OSError:
+        return "missing"
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _hashes:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        _hashes[key] = f"{st.st_size}:{digest.hexdigest()}"
+    return _hashes[key]
+
+
+def fingerprint(settings: CommandSettings, input_file: Path | None, root: Path) -> str:
+    """sha256 of the stage's settings and input content; paths under `root` (the runs
+    folder) are written relative to it, so a moved runs folder keeps its fingerprints."""
+    values = {k: v for k, v in settings.to_json_dict().items() if k not in RUNTIME_FIELDS}
+    text = json.dumps(values, sort_keys=True, default=str).replace(str(root), "<runs>")
+    key = {"settings": text, "input": file_hash(input_file)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The stage's stage.json, None when absent or unreadable (then it simply reruns)."""
+    try:
+        record = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_record(folder: Path, record: dict[str, Any]) -> None:
+    atomic.write_json(folder / STAGE_FILE, record)
+
+
+def is_done(record: dict[str, Any] | None, fp: str, folder: Path) -> bool:
+    """Complete, same fingerprint, and its metrics.json there (or recorded as skipped)."""
+    if record is None or not record.get("complete") or record.get("fingerprint") != fp:
+        return False
+    return "skipped" in record or (folder / "metrics.json").is_file()

@@ -1,0 +1,259 @@
+"""`tempo study`: plan every stage, then run them arm by arm, resumably, then write the report.
+
+1. Plan: load the study file (`spec.load_study`) and build every stage's command settings
+   (`stages.STAGES`); a bad value stops here, before anything is written.
+2. Write `runs/<study>/study.toml` (the resolved study).
+3. Run, arm by arm (file order), per pre-training repeat: pretrain, classifier (when an
+   explanation stage is selected), then the selected stages. Each stage folder gets a
+   `stage.json` (see `fingerprint.py`): a stage that is complete with the same settings and
+   inputs is skipped; an unfinished pre-training resumes from its last.pt; anything else
+   reruns from scratch. Ctrl-C leaves the running stage incomplete (exit 130).
+4. Collect every number into `study.json`, write report.html and report.md, print the
+   headline table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from tempo_cli import atomic, places
+from tempo_cli.errors import Interrupted, TempoError, UsageError
+from tempo_cli.report.progress import log
+from tempo_cli.settings.base import CommandSettings
+from tempo_cli.settings.study import StudySettings
+from tempo_cli.study import fingerprint as fp
+from tempo_cli.study.spec import EXPLAIN_STAGES, Arm, Study, load_study
+from tempo_cli.study.stages import CLASSIFIER_FILE, STAGES, StageInputs
+
+#: What a pre-training writes into its folder: the final model, the resumable state.
+MODEL_FILE = "model.pt"
+LAST_FILE = "last.pt"
+
+
+@dataclass
+class PlannedStage:
+    """One stage of one arm (and pre-training repeat), with its validated settings."""
+
+    stage: str
+    arm: Arm
+    repeat: int | None
+    folder: Path
+    settings: CommandSettings
+
+    @property
+    def label(self) -> str:
+        """`<arm>` or `<arm> seed-<k>`, as the progress lines name it."""
+        return self.arm.name if self.repeat is None else f"{self.arm.name} seed-{self.repeat}"
+
+
+def run_study(settings: StudySettings) -> dict[str, Any]:
+    """Run the study `settings` name; returns study.json's dict (see study/collect.py)."""
+    study = load_study(settings.preset, settings.config, settings.name, settings.device)
+    plan = plan_study(study, settings.quiet, settings.debug)
+    forced = _forced(settings.force, plan)
+    study_dir = places.runs_dir() / study.name
+    atomic.write_text(study_dir / "study.toml", study.to_toml())
+    started = time.perf_counter()
+    run_plan(plan, forced, settings.quiet)
+    data = finish(study, study_dir, settings.quiet)
+    log(f"study {study.name} done in {_clock(time.perf_counter() - started)}", settings.quiet)
+    return data
+
+
+def plan_study(study: Study, quiet: bool = False, debug: bool = False) -> list[PlannedStage]:
+    """Every stage of the study in run order, settings built and validated; writes nothing."""
+    root = places.runs_dir()
+    plan: list[PlannedStage] = []
+    explain = any(s in EXPLAIN_STAGES for s in study.stages)
+    for arm in study.arms:
+        for repeat in range(arm.repeats) if arm.repeats > 1 else [None]:
+            base = f"{study.name}/{arm.folder}" + ("" if repeat is None else f"/seed-{repeat}")
+            names = (["pretrain"] if arm.is_pretrain else []) + (["classifier"] if explain else [])
+            backbone = str(root / base / "pretrain" / MODEL_FILE) if arm.is_pretrain else arm.path
+            classifier = str(root / base / "classifier" / CLASSIFIER_FILE)
+            for name in [*names, *study.stages]:
+                path = classifier if name in EXPLAIN_STAGES else str(backbone)
+                inputs = StageInputs(f"{base}/{name}", root / base / name, path, quiet, debug)
+                s = STAGES[name].settings_for(study, arm, repeat, inputs)
+                plan.append(PlannedStage(name, arm, repeat, inputs.folder, s))
+    return plan
+
+
+def _forced(force: list[str], plan: list[PlannedStage]) -> frozenset[str]:
+    """`--force` stages, each one that this study runs."""
+    present = list(dict.fromkeys(p.stage for p in plan))
+    for name in force:
+        if name not in present:
+            raise UsageError("--force", name, "stages of this study: " + ", ".join(present))
+    return frozenset(force)
+
+
+@dataclass
+class _Clock:
+    """Elapsed time and the estimate of the progress lines (from the stages that ran)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    ran: dict[str, list[float]] = field(default_factory=dict)
+
+    def line(self, k: int, plan: list[PlannedStage]) -> str:
+        p = plan[k - 1]
+        head = f"[{k}/{len(plan)}] {escape(p.label)} {p.stage}"
+        elapsed = f"elapsed {_clock(time.perf_counter() - self.started)}"
+        times = [t for ts in self.ran.values() for t in ts]
+        if not times:
+            return f"{head} · {elapsed}"
+        mean = sum(times) / len(times)
+        left = sum(_mean(self.ran.get(q.stage), mean) for q in plan[k - 1 :])
+        return f"{head} · {elapsed} · about {_clock(left)} left"
+
+
+def _mean(values: list[float] | None, default: float) -> float:
+    return sum(values) / len(values) if values else default
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def run_plan(plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> None:
+    """Run (or skip) every planned stage in order, one progress line each."""
+    clock = _Clock()
+    for k, p in enumerate(plan, start=1):
+        try:
+            seconds = run_stage(p, p.stage in forced, clock.line(k, plan), quiet)
+        except (KeyboardInterrupt, Interrupted) as e:
+            raise Interrupted(
+                f"interrupted in {p.label} {p.stage}; rerun the same command to continue "
+                "(finished stages are skipped, a pre-training resumes from its last.pt)"
+            ) from e
+        except TempoError as e:
+            raise TempoError(f"{p.label} {p.stage}: {e}") from e
+        if seconds is not None:
+            clock.ran.setdefault(p.stage, []).append(seconds)
+
+
+def run_stage(p: PlannedStage, force: bool, line: str, quiet: bool) -> float | None:
+    """Skip, resume or run one stage; returns its wall time when it ran, None when skipped."""
+    stage = STAGES[p.stage]
+    key = fp.fingerprint(p.settings, stage.input_file(p.settings), places.runs_dir())
+    record = fp.read_record(p.folder)
+    if not force and fp.is_done(record, key, p.folder) and not _newly_runnable(p, record):
+        log(f"{line.split(' ', 1)[0]} skip {escape(p.label)} {p.stage}: done, settings and "
+            "inputs unchanged", quiet)  # fmt: skip
+        return None
+    log(line, quiet)
+    settings = p.settings
+    last = p.folder / LAST_FILE
+    same = record is not None and record.get("fingerprint") == key
+    if p.stage == "pretrain" and not force and same and last.is_file():
+        log(f"resuming {escape(p.label)} pretrain from {last}", quiet)
+        settings = settings.model_copy(update={"resume": last})
+    elif p.folder.exists():
+        shutil.rmtree(p.folder)  # changed settings or inputs, forced, or never finished
+    status = {"stage": p.stage, "arm": p.arm.name, "repeat": p.repeat, "fingerprint": key}
+    fp.write_record(p.folder, {**status, "complete": False, "seconds": None})
+    started = time.perf_counter()
+    reason = stage.skip_reason(settings)
+    if reason is None:
+        with _stage_output(p.folder):
+            stage.run(settings)
+    else:
+        status["skipped"] = reason
+        log(f"{escape(p.label)} {p.stage} not run: {escape(reason)}", quiet)
+    seconds = round(time.perf_counter() - started, 3)
+    fp.write_record(p.folder, {**status, "complete": True, "seconds": seconds})
+    return seconds
+
+
+#: A stage's own printed tables, kept in its folder (the study prints one headline).
+OUTPUT_FILE = "output.txt"
+
+
+@contextlib.contextmanager
+def _stage_output(folder: Path) -> Iterator[None]:
+    """Send the stage's stdout (its command's tables) to `<folder>/output.txt`; progress
+    lines and warnings (stderr) still reach the terminal."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        if buffer.getvalue():
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(folder / OUTPUT_FILE, buffer.getvalue())
+
+
+def _newly_runnable(p: PlannedStage, record: dict[str, Any] | None) -> bool:
+    """A stage recorded as skipped (e.g. no hand masks) that could run now."""
+    return bool(record and "skipped" in record) and STAGES[p.stage].skip_reason(p.settings) is None
+
+
+def finish(study: Study, study_dir: Path, quiet: bool) -> dict[str, Any]:
+    """study.json, report.html and report.md from the stage folders; prints the headline."""
+    from tempo_cli.study.collect import collect_study
+
+    data = collect_study(study, study_dir)
+    atomic.write_json(study_dir / "study.json", data)
+    report = _write_reports(study_dir, data)
+    if data.get("headline"):
+        from rich.console import Console
+
+        Console().print(headline_table(data["headline"]))  # stdout: the command's answer
+    log(f"report in {_shown(report)}", quiet)
+    return data
+
+
+def _write_reports(study_dir: Path, data: dict[str, Any]) -> Path:
+    """report.html (returned) and report.md."""
+    from tempo_cli.study.report_html import write_html
+    from tempo_cli.study.report_md import write_markdown
+
+    html = write_html(study_dir, data)
+    write_markdown(study_dir, data)
+    return html
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the current directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def headline_table(headline: dict[str, Any]) -> Any:
+    """The headline as a rich table: arms x samples per class, accuracy mean ± std in %,
+    the best per column in bold, the gain over the baseline in points."""
+    from rich.table import Table
+
+    base = headline.get("baseline")
+    caption = f"± over {headline.get('over', '')}" + (f"; (+x) points over {base}" if base else "")
+    table = Table(title="linear probe, test accuracy (%)", caption=escape(caption))
+    table.add_column("arm \\ samples per class", style="bold")
+    for col in headline["columns"]:
+        table.add_column(escape(str(col)), justify="right")
+    for row in headline["rows"]:
+        cells = []
+        for col in headline["columns"]:
+            cell = row["cells"].get(col)
+            if cell is None:
+                cells.append("-")
+                continue
+            text = f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
+            gain = (row.get("gains") or {}).get(col)
+            if gain is not None and row["arm"] != base:
+                text += f" ({gain:+.1f})"
+            best = row["arm"] in headline.get("best", {}).get(col, [])
+            cells.append(f"[bold]{text}[/bold]" if best else text)
+        table.add_row(escape(row["arm"]), *cells)
+    return table

@@ -302,3 +302,22 @@ def test_sigint_during_pretraining_then_rerun_resumes_from_last_pt(
     metrics = json.loads((runs / "tiny/tempo/pretrain/metrics.json").read_text())
     assert metrics["steps"] == 12
     assert json.loads((runs / "tiny/tempo/pretrain/stage.json").read_text())["complete"]
+
+
+def test_time_left_counts_each_stage_as_that_stage_took() -> None:
+    from tempo_cli.study.runner import PlannedStage, _Clock
+    from tempo_cli.study.spec import Arm
+
+    arm = Arm("a", "a", "pretrain")
+    plan = [
+        PlannedStage(s, arm, None, Path("."), None)  # type: ignore[arg-type]
+        for s in ("pretrain", "linear", "knn", "pretrain", "linear", "knn")
+    ]
+    clock = _Clock()
+    assert clock.left(plan) is None  # nothing ran: no estimate
+    clock.ran = {"pretrain": [100.0]}
+    assert clock.left(plan[1:]) is None  # no evaluation stage ran yet
+    clock.ran = {"pretrain": [100.0], "linear": [10.0]}
+    # knn not seen yet: as long as the evaluation stages seen (10 s)
+    assert clock.left(plan[2:]) == 10.0 + 100.0 + 10.0 + 10.0
+    assert "about 2:10 left" in clock.line(3, plan)

@@ -108,12 +108,24 @@ class _Clock:
         p = plan[k - 1]
         head = f"[{k}/{len(plan)}] {escape(p.label)} {p.stage}"
         elapsed = f"elapsed {_clock(time.perf_counter() - self.started)}"
-        times = [t for ts in self.ran.values() for t in ts]
-        if not times:
-            return f"{head} · {elapsed}"
-        mean = sum(times) / len(times)
-        left = sum(_mean(self.ran.get(q.stage), mean) for q in plan[k - 1 :])
-        return f"{head} · {elapsed} · about {_clock(left)} left"
+        left = self.left(plan[k - 1 :])
+        return f"{head} · {elapsed}" + ("" if left is None else f" · about {_clock(left)} left")
+
+    def left(self, rest: list[PlannedStage]) -> float | None:
+        """Seconds the `rest` should take: each stage as long as the same stage of the arms
+        before it took; a stage not seen yet as the mean of the other evaluation stages seen
+        (a pre-training, ten times longer, would make the first estimates absurd). None
+        until that can be said."""
+        evals = [t for name, ts in self.ran.items() if name != "pretrain" for t in ts]
+        total = 0.0
+        for q in rest:
+            if q.stage in self.ran:
+                total += _mean(self.ran[q.stage], 0.0)
+            elif q.stage != "pretrain" and evals:
+                total += _mean(evals, 0.0)
+            else:
+                return None
+        return total
 
 
 def _mean(values: list[float] | None, default: float) -> float:

@@ -146,3 +146,17 @@ def test_exactly_one_of_preset_and_config(cli: Any, tmp_path: Path) -> None:
     assert r.code == 2 and "exactly one" in r.err
     r = cli("study", "--preset", "demo", "--force", "dance")
     assert r.code == 2 and "--force" in r.err
+
+
+def test_segment_stage_without_coco_data_fails_before_anything_is_written(
+    cli: Any, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"  # a labelled root with no COCO instances beside it
+    (plain / "train" / "A").mkdir(parents=True)
+    text = f'labelled = "{plain.as_posix()}"\n' + TINY.replace('["linear", "knn"]', '["segment"]')
+    r = cli("study", "--config", _write(tmp_path, text))
+    assert r.code == 1 and r.err.count("\n") == 1, r.err
+    assert not (tmp_path / "runs" / "tiny").exists()
+    # its own data and image size are the segment table's to set (not the study's)
+    ok = load_study(config=_write(tmp_path, TINY + '\n[segment]\ndata = "x"\nimage_size = 64\n'))
+    assert ok.stage_options.get("segment") is None  # not selected: checked, not kept

@@ -84,6 +84,7 @@ def plan_study(study: Study, quiet: bool = False, debug: bool = False) -> list[P
                 path = classifier if name in EXPLAIN_STAGES else str(backbone)
                 inputs = StageInputs(f"{base}/{name}", root / base / name, path, quiet, debug)
                 s = STAGES[name].settings_for(study, arm, repeat, inputs)
+                STAGES[name].check(s)
                 plan.append(PlannedStage(name, arm, repeat, inputs.folder, s))
     return plan
 

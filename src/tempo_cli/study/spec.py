@@ -42,8 +42,9 @@ STUDY_SET = frozenset(
     {"path", "data", "name", "quiet", "debug", "backbone", "image_size", "seed", "device"}
     | {"save_model", "compare", "out", "resume", "recipe", "init_only"}
 )
-#: Stage tables that may name their own data (segmentation needs COCO instances).
-OWN_DATA = frozenset({"segment"})
+#: Study-set fields a stage table may set for itself: segmentation reads COCO instances
+#: (default: the labelled data's mask sibling) at its own image size (default: detectron2's).
+OWN_FIELDS = {"segment": frozenset({"data", "image_size"})}
 _TOP_KEYS = (
     "name", "description", "data", "labelled", "backbone", "image_size", "seed", "device",
     "stages", "baseline", "classifier_samples_pc", "pretrain", "arms", "classifier",
@@ -275,14 +276,14 @@ def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def _options(
-    table: dict[str, Any], cls: type[CommandSettings], where: str, own_data: bool = False
+    table: dict[str, Any], cls: type[CommandSettings], where: str, own: frozenset[str] = frozenset()
 ) -> dict[str, Any]:
     """A stage table's keys, checked against `cls`'s fields and the study's own."""
     out: dict[str, Any] = {}
     fields = set(cls.model_fields)
     for key, value in table.items():
         name = key.replace("-", "_")
-        set_by_study = name in STUDY_SET and not (own_data and name == "data")
+        set_by_study = name in STUDY_SET and name not in own
         allowed = ", ".join(sorted(fields - STUDY_SET))
         _need(name in fields and not set_by_study, f"[{where}] {key}", value, "allowed: " + allowed)
         out[name] = value
@@ -312,7 +313,7 @@ def _stage_options(
     tables: dict[str, dict[str, Any]] = {}
     for stage in STAGE_NAMES:  # every table is checked, selected or not
         cls = _stage_settings_class(stage)
-        options = _options(_table(data, stage), cls, stage, stage in OWN_DATA)
+        options = _options(_table(data, stage), cls, stage, OWN_FIELDS.get(stage, frozenset()))
         if stage in ("linear", "semisup", "knn"):
             options.setdefault("samples_pc", DEFAULT_SAMPLES_PC)
         if stage == "noise":

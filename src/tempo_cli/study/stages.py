@@ -108,6 +108,9 @@ class Stage:
         """Why this stage cannot run on this data (recorded as done, not run), else None."""
         return None
 
+    def check(self, settings: CommandSettings) -> None:
+        """Inputs that must exist before the study starts (raises TempoError/UsageError)."""
+
     def run(self, settings: CommandSettings) -> dict[str, Any]:
         """Run the command's core function; returns its metrics."""
         raise NotImplementedError
@@ -233,16 +236,23 @@ class RelevanceStage(Stage):
 
 
 class SegmentStage(Stage):
-    """`tempo segment` on the COCO data of the `[segment]` table (its own `data`)."""
+    """`tempo segment` on COCO instances: the `[segment]` table's `data`, else the labelled
+    data (whose mask sibling `resolve_segment_data` finds: demo -> demo_mask, ASL-big ->
+    ASL_mask), at the table's `image_size`, else detectron2's sizes (the reference's)."""
 
     name = "segment"
     settings_cls = SegmentSettings
 
     def values(self, study: Study, arm: Arm, repeat: int | None, inputs: StageInputs) -> dict:
         values = super().values(study, arm, repeat, inputs)
-        if "data" not in study.stage_options.get(self.name, {}):
-            values.pop("data", None)  # the labelled images are no COCO instances dataset
+        if "image_size" not in study.stage_options.get(self.name, {}):
+            values.pop("image_size", None)  # the classification size is no Mask R-CNN size
         return {**values, "path": [inputs.path]}
+
+    def check(self, settings: CommandSettings) -> None:
+        from tempo_cli.segment.core import resolve_segment_data
+
+        resolve_segment_data(settings.data)  # type: ignore[attr-defined]
 
     def run(self, settings: CommandSettings) -> dict[str, Any]:
         from tempo_cli.segment.core import run

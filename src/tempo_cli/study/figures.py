@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tempo_cli import atomic
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 FIGURES_DIR = "figures"
@@ -88,12 +89,18 @@ def accuracy_figure(table: dict[str, Any], title: str) -> Figure:
             label=_text(row["arm"]),
         )
     ax.set_xticks(range(len(cols)), cols)
-    ax.set_xlabel("labelled samples per class")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(f"{title}\n(± over {_text(table['over'])})", fontsize=9)
+    title = f"{title}\n(± over {_text(table['over'])})"
+    _finish(ax, "labelled samples per class", "test accuracy", title, fontsize=9)
+    return fig
+
+
+def _finish(ax: Axes, xlabel: str, ylabel: str, title: str, **title_kw: Any) -> None:
+    """Axis labels, title, a light grid and the arms' legend (the same on every line plot)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, **title_kw)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return fig
 
 
 def noise_figure(table: dict[str, Any], title: str) -> Figure:
@@ -108,11 +115,7 @@ def noise_figure(table: dict[str, Any], title: str) -> Figure:
             marker="o",
             label=_text(row["arm"]),
         )
-    ax.set_xlabel("noise level")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "noise level", "test accuracy", title)
     return fig
 
 
@@ -129,11 +132,7 @@ def loss_figure(table: dict[str, Any], title: str) -> Figure:
             marker="o",
             label=_text(label),
         )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _finish(ax, "epoch", "loss", title)
     return fig
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from tempo_cli import atomic
 from tempo_cli.study import figures
-from tempo_cli.study import report_tables as t
+from tempo_cli.study import report_models as t
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
@@ -84,21 +84,9 @@ def _sections(study_dir: Path, data: dict[str, Any]) -> list[str]:
 
 
 def _intro(data: dict[str, Any]) -> str:
-    study = data.get("study", {})
-    items = [
-        ("origin", study.get("origin")),
-        ("description", study.get("description")),
-        ("pre-training data", study.get("data")),
-        ("labelled data", study.get("labelled")),
-        ("backbone", study.get("backbone")),
-        ("image size", study.get("image_size")),
-        ("baseline", study.get("baseline")),
-        ("device", data.get("device")),
-    ]
     rows = "".join(
         f"<tr><th>{escape(k)}</th><td class='arm'>{escape(str(v))}</td></tr>"
-        for k, v in items
-        if v not in (None, "")
+        for k, v in t.intro_items(data)
     )
     return f"<table class='intro'>{rows}</table>"
 
@@ -112,28 +100,53 @@ def _cell_attrs(table: str, arm: str, col: str, cell: dict[str, Any] | None) -> 
     return "".join(f' {k}="{escape(v)}"' for k, v in attrs.items())
 
 
+def _note(c: t.CellModel) -> str:
+    return f" <span class='muted'>({escape(c.note)})</span>" if c.note else ""
+
+
+def _rich_td(row: t.RowModel, c: t.CellModel, cls: str) -> str:
+    """A <td> carrying the data attributes itself (accuracy and lr tables), with the gain
+    under the text."""
+    attrs = _cell_attrs(row.table, row.arm, c.col or "", c.cell)
+    text = escape(c.text)
+    if c.gain is not None:
+        attrs += f' data-gain="{escape(repr(c.gain))}"'
+        span = "gain neg" if c.gain < 0 else "gain"
+        text += f"<span class='{span}'>{escape(t.fmt_gain(c.gain))} pts</span>"
+    if cls:
+        cls = f" class='{cls}{' best' if c.best else ''}'"
+    return f"<td{cls}{attrs}>{text}{_note(c)}</td>"
+
+
+def _plain_td(row: t.RowModel, c: t.CellModel) -> str:
+    """A <td> whose value (if any) carries the data attributes in a span."""
+    text = escape(c.text)
+    if c.muted:
+        text = f"<span class='muted'>{text}</span>"
+    elif c.col is not None:
+        text = f"<span{_cell_attrs(row.table, row.arm, c.col, c.cell)}>{text}</span>"
+    return f"<td>{text}{_note(c)}</td>"
+
+
+def _table(m: t.TableModel, caption: str, cls: str | None = None) -> str:
+    """`m` as a <table>; `cls` None: plain cells, else rich cells of that class."""
+    th = "".join(f"<th>{escape(h)}</th>" for h in m.header)
+    body = "".join(
+        f"<tr><td class='arm'>{escape(row.head)}</td>"
+        + "".join(_plain_td(row, c) if cls is None else _rich_td(row, c, cls) for c in row.cells)
+        + "</tr>"
+        for row in m.rows
+    )
+    return (
+        f"<table data-table='{m.key}'><caption>{caption}</caption>"
+        f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
 def _accuracy_section(table: dict[str, Any] | None, title: str, key: str) -> str:
     """A table of rows = arms, columns = samples per class, cells mean ± std + gain."""
     if not table:
         return ""
-    cols = table["columns"]
-    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
-    rows = []
-    for row in table["rows"]:
-        arm = row["arm"]
-        tds = []
-        for col in cols:
-            cell = row["cells"].get(col)
-            best = arm in table["best"].get(col, [])
-            attrs = _cell_attrs(key, arm, col, cell)
-            gain = row["gains"].get(col)
-            text = escape(t.fmt_cell(cell))
-            if gain is not None and arm != table["baseline"]:
-                attrs += f' data-gain="{escape(repr(gain))}"'
-                cls = "gain neg" if gain < 0 else "gain"
-                text += f"<span class='{cls}'>{escape(t.fmt_gain(gain))} pts</span>"
-            tds.append(f"<td class='cell{' best' if best else ''}'{attrs}>{text}</td>")
-        rows.append(f"<tr><td class='arm'>{escape(arm)}</td>{''.join(tds)}</tr>")
     base = table.get("baseline")
     caption = (
         f"Final test accuracy, mean ± std over {escape(table['over'])}. "
@@ -141,9 +154,9 @@ def _accuracy_section(table: dict[str, Any] | None, title: str, key: str) -> str
         + (f"Under each cell: the gain in points over the baseline {escape(base)}." if base else "")
     )
     return (
-        f"<section id='{key}'><h2>{escape(title)}</h2><table data-table='{key}'>"
-        f"<caption>{caption}</caption>"
-        f"<thead><tr><th>arm</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></section>"
+        f"<section id='{key}'><h2>{escape(title)}</h2>"
+        + _table(t.accuracy_model(table, key), caption, "cell")
+        + "</section>"
     )
 
 
@@ -151,88 +164,30 @@ def _lr_section(view: dict[str, Any] | None) -> str:
     """Each arm at the reference lr and at the chosen lr, with the arm order per column."""
     if not view:
         return ""
-    ref = view["reference_lr"]
-    cols = view["columns"]
-    head = "".join(f"<th>{escape(c)}</th>" for c in cols)
-    rows = []
-    for row in view["rows"]:
-        for kind in ("reference", "chosen"):
-            if kind == "reference" and ref is None:
-                continue
-            label = (
-                f"lr {t.fmt_lr(ref)}" if kind == "reference" else f"chosen on {row['selected_on']}"
-            )
-            tds = []
-            for col in cols:
-                cell = (row["cells"].get(col) or {}).get(kind)
-                lr = (
-                    f" <span class='muted'>(lr {escape(t.fmt_lr(cell.get('lr')))})</span>"
-                    if (kind == "chosen" and cell and cell.get("lr") is not None)
-                    else ""
-                )
-                attrs = _cell_attrs(f"lr-{kind}", row["arm"], col, cell)
-                tds.append(f"<td{attrs}>{escape(t.fmt_cell(cell))}{lr}</td>")
-            head_td = f"<td class='arm'>{escape(row['arm'])} · {escape(label)}</td>"
-            rows.append(f"<tr>{head_td}{''.join(tds)}</tr>")
-    order = "".join(f"<li>{escape(col)}: " + _orders(view["order"][col]) + "</li>" for col in cols)
-    note = "" if ref is not None else "<p>The reference lr 0.01 was not in the grid.</p>"
+    order = "".join(f"<li>{escape(line)}</li>" for line in t.lr_orders(view))
+    note = (
+        ""
+        if view["reference_lr"] is not None
+        else "<p>The reference lr 0.01 was not in the grid.</p>"
+    )
+    caption = "Linear probe at the reference lr and at the lr chosen on val (or on test, marked)."
     return (
-        "<section id='lr'><h2>Learning-rate robustness</h2>" + note + "<table data-table='lr'>"
-        "<caption>Linear probe at the reference lr and at the lr chosen on val (or on test, "
-        "marked).</caption>"
-        f"<thead><tr><th>arm · lr</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
-        "</table><p>Order of the arms, best first:</p><ul>" + order + "</ul></section>"
+        "<section id='lr'><h2>Learning-rate robustness</h2>"
+        + note
+        + _table(t.lr_model(view), caption, "")
+        + "<p>Order of the arms, best first:</p><ul>"
+        + order
+        + "</ul></section>"
     )
-
-
-def _orders(order: dict[str, Any]) -> str:
-    parts = []
-    for kind in ("reference", "chosen"):
-        if order.get(kind) is not None:
-            parts.append(f"{kind}: " + escape(" > ".join(order[kind])))
-    return "; ".join(parts)
-
-
-def _simple_table(key: str, head: list[str], rows: list[list[str]], caption: str) -> str:
-    """A table whose cells are ready HTML (first column = the arm, escaped by the caller)."""
-    th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + f"<td class='arm'>{r[0]}</td>" + "".join(f"<td>{c}</td>" for c in r[1:]) + "</tr>"
-        for r in rows
-    )
-    return (
-        f"<table data-table='{key}'><caption>{caption}</caption>"
-        f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
-    )
-
-
-def _value_td(key: str, arm: str, col: str, cell: dict[str, Any] | None) -> str:
-    """A <td> body with attributes: the cell's text, attributes carried in a span."""
-    return f"<span{_cell_attrs(key, arm, col, cell)}>{escape(t.fmt_cell(cell))}</span>"
 
 
 def _relevance_section(table: dict[str, Any] | None) -> str:
     if not table:
         return ""
-    rows = []
-    for r in table["rows"]:
-        if "skipped" in r:
-            rows.append(
-                [
-                    escape(r["arm"]),
-                    f"<span class='muted'>skipped: {escape(str(r['skipped']))}</span>",
-                    "",
-                ]
-            )
-        else:
-            cell = {"mean": r["rr_mean"], "std": r["rr_std"], "n": r["n"]}
-            rows.append(
-                [escape(r["arm"]), _value_td("relevance", r["arm"], "rr", cell), escape(r["over"])]
-            )
     cap = "Relative relevance inside the hand masks (share of positive LRP relevance), mean ± std."
     return (
         "<section id='relevance'><h2>Relative relevance</h2>"
-        + _simple_table("relevance", ["arm", "relative relevance", "± over"], rows, cap)
+        + _table(t.relevance_model(table), cap)
         + "</section>"
     )
 
@@ -240,15 +195,9 @@ def _relevance_section(table: dict[str, Any] | None) -> str:
 def _noise_section(table: dict[str, Any] | None) -> str:
     if not table:
         return ""
-    levels = table["levels"]
-    rows = [
-        [escape(r["arm"])]
-        + [_value_td("noise", r["arm"], lv, r["accuracy"].get(lv)) for lv in levels]
-        for r in table["rows"]
-    ]
     return (
         "<section id='noise'><h2>Accuracy under noise</h2>"
-        + _simple_table("noise", ["arm", *levels], rows, "Test accuracy per Gaussian noise level.")
+        + _table(t.noise_model(table), "Test accuracy per Gaussian noise level.")
         + "</section>"
     )
 
@@ -256,41 +205,19 @@ def _noise_section(table: dict[str, Any] | None) -> str:
 def _lrp_section(table: dict[str, Any] | None, figs: str) -> str:
     if not table:
         return ""
-    rows = [
-        [escape(r["arm"]), _value_td("lrp", r["arm"], "accuracy", r["accuracy"])]
-        for r in table["rows"]
-    ]
     cap = "Test accuracy of each arm's classifier explained by LRP."
-    return (
-        "<section id='lrp'><h2>LRP</h2>"
-        + _simple_table("lrp", ["arm", "classifier accuracy"], rows, cap)
-        + figs
-        + "</section>"
-    )
+    return "<section id='lrp'><h2>LRP</h2>" + _table(t.lrp_model(table), cap) + figs + "</section>"
 
 
 def _segment_section(table: dict[str, Any] | None) -> str:
     if not table:
         return ""
-    keys = ("segm_AP", "bbox_AP", "iterations_to_90pct_final_segm_AP")
-    rows = []
-    for r in table["rows"]:
-        cells = [_value_td("segment", r["arm"], k, r.get(k)) for k in keys[:2]]
-        it = r.get(keys[2])
-        cells.append(
-            f"<span{_cell_attrs('segment', r['arm'], keys[2], it)}>"
-            + ("–" if not it else escape(f"{it['mean']:g}"))
-            + "</span>"
-        )
-        rows.append([escape(r["arm"]), *cells])
     cap = (
         "Mask R-CNN: final AP and the first evaluated iteration reaching 90% of the final segm AP."
     )
     return (
         "<section id='segment'><h2>Segmentation</h2>"
-        + _simple_table(
-            "segment", ["arm", "segm AP", "bbox AP", "iterations to 90% segm AP"], rows, cap
-        )
+        + _table(t.segment_model(table), cap)
         + "</section>"
     )
 
@@ -321,26 +248,10 @@ def _figure(study_dir: Path, rel: str, caption: str) -> str:
 def _appendix(data: dict[str, Any]) -> str:
     """Versions, device, wall time per stage and every stage's resolved settings."""
     versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
-    times = [
-        [
-            escape(r["arm"]),
-            escape("" if r["repeat"] is None else str(r["repeat"])),
-            escape(r["stage"]),
-            escape(t.fmt_seconds(r.get("seconds")))
-            + (
-                f" <span class='muted'>(skipped: {escape(str(r['skipped']))})</span>"
-                if r.get("skipped")
-                else ""
-            ),
-        ]
-        for r in data.get("stages", [])
-    ]
     parts = [
         "<section id='appendix'><h2>Appendix: settings and reproducibility</h2>",
         f"<p>Versions: {escape(versions)}. Device: {escape(str(data.get('device')))}.</p>",
-        _simple_table(
-            "stages", ["arm", "repeat", "stage", "wall time"], times, "Wall time per stage."
-        ),
+        _table(t.stages_model(data), "Wall time per stage."),
         "<h3>Resolved study</h3>",
         f"<pre>{escape(json.dumps(data.get('study', {}), indent=1, default=str))}</pre>",
     ]

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from tempo_cli import atomic
 from tempo_cli.study import figures
-from tempo_cli.study import report_tables as t
+from tempo_cli.study import report_models as t
 
 #: Characters Markdown may read as formatting anywhere in a line (or a table cell boundary,
 #: or GitHub math); `<`, `>`, `&` become HTML entities. Line-start markers (`#`, `-`, `1.`)
@@ -56,10 +56,17 @@ def write_markdown(study_dir: str | Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    """A GitHub table; cells are ready Markdown (user strings already through `md`)."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+def _cell(c: t.CellModel) -> str:
+    text = md(c.text) + ("" if c.gain is None else f" ({t.fmt_gain(c.gain)})")
+    text += f" ({md(c.note)})" if c.note else ""
+    return f"**{text}**" if c.best else text
+
+
+def _table(m: t.TableModel) -> str:
+    """`m` as a GitHub table (every text through `md`)."""
+    lines = ["| " + " | ".join(md(h) for h in m.header) + " |"]
+    lines.append("|" + "|".join(["---"] * len(m.header)) + "|")
+    lines += ["| " + " | ".join([md(r.head), *map(_cell, r.cells)]) + " |" for r in m.rows]
     return "\n".join(lines)
 
 
@@ -68,41 +75,19 @@ def _image(rel: str, title: str) -> str:
 
 
 def _intro(data: dict[str, Any]) -> str:
-    study = data.get("study", {})
-    items = [
-        ("origin", study.get("origin")),
-        ("description", study.get("description")),
-        ("pre-training data", study.get("data")),
-        ("labelled data", study.get("labelled")),
-        ("backbone", study.get("backbone")),
-        ("image size", study.get("image_size")),
-        ("baseline", study.get("baseline")),
-        ("device", data.get("device")),
-    ]
-    return "\n".join(f"- {k}: {md(v)}" for k, v in items if v not in (None, ""))
+    return "\n".join(f"- {k}: {md(v)}" for k, v in t.intro_items(data))
 
 
 def _accuracy(table: dict[str, Any] | None, title: str, fig: dict[str, str] | None) -> str:
     if not table:
         return ""
-    cols = table["columns"]
-    rows = []
-    for row in table["rows"]:
-        cells = []
-        for col in cols:
-            text = t.fmt_cell(row["cells"].get(col))
-            gain = row["gains"].get(col)
-            if gain is not None and row["arm"] != table["baseline"]:
-                text += f" ({t.fmt_gain(gain)})"
-            cells.append(f"**{text}**" if row["arm"] in table["best"].get(col, []) else text)
-        rows.append([md(row["arm"]), *cells])
     base = table.get("baseline")
     caption = (
         f"Final test accuracy, mean ± std over {md(table['over'])}; columns: labelled samples "
         "per class; **bold**: best per column"
         + (f"; (+x.x): gain in points over the baseline {md(base)}." if base else ".")
     )
-    out = [f"## {title}", _table(["arm", *[md(c) for c in cols]], rows), caption]
+    out = [f"## {title}", _table(t.accuracy_model(table, "")), caption]
     if fig:
         out.append(_image(fig["path"], fig["title"]))
     return "\n\n".join(out)
@@ -111,37 +96,14 @@ def _accuracy(table: dict[str, Any] | None, title: str, fig: dict[str, str] | No
 def _lr(view: dict[str, Any] | None) -> str:
     if not view:
         return ""
-    ref, cols = view["reference_lr"], view["columns"]
-    rows = []
-    for row in view["rows"]:
-        for kind in ("reference", "chosen"):
-            if kind == "reference" and ref is None:
-                continue
-            label = (
-                f"lr {t.fmt_lr(ref)}" if kind == "reference" else f"chosen on {row['selected_on']}"
-            )
-            cells = []
-            for col in cols:
-                cell = (row["cells"].get(col) or {}).get(kind)
-                lr = (
-                    f" (lr {t.fmt_lr(cell.get('lr'))})"
-                    if kind == "chosen" and cell and cell.get("lr")
-                    else ""
-                )
-                cells.append(t.fmt_cell(cell) + lr)
-            rows.append([f"{md(row['arm'])} · {md(label)}", *cells])
-    order = [
-        f"- {md(col)}: "
-        + "; ".join(
-            f"{k}: {md(' > '.join(v))}" for k, v in view["order"][col].items() if v is not None
-        )
-        for col in cols
-    ]
-    note = "" if ref is not None else "The reference lr 0.01 was not in the grid.\n\n"
+    order = [f"- {md(line)}" for line in t.lr_orders(view)]
+    note = (
+        "" if view["reference_lr"] is not None else "The reference lr 0.01 was not in the grid.\n\n"
+    )
     return (
         "## Learning-rate robustness\n\n"
         + note
-        + _table(["arm · lr", *[md(c) for c in cols]], rows)
+        + _table(t.lr_model(view))
         + "\n\nOrder of the arms, best first:\n\n"
         + "\n".join(order)
     )
@@ -150,56 +112,27 @@ def _lr(view: dict[str, Any] | None) -> str:
 def _relevance(table: dict[str, Any] | None) -> str:
     if not table:
         return ""
-    rows = []
-    for r in table["rows"]:
-        if "skipped" in r:
-            rows.append([md(r["arm"]), f"skipped: {md(r['skipped'])}", ""])
-        else:
-            rows.append(
-                [
-                    md(r["arm"]),
-                    t.fmt_cell({"mean": r["rr_mean"], "std": r["rr_std"]}),
-                    md(r["over"]),
-                ]
-            )
-    return "## Relative relevance\n\n" + _table(["arm", "relative relevance", "± over"], rows)
+    return "## Relative relevance\n\n" + _table(t.relevance_model(table))
 
 
 def _noise(table: dict[str, Any] | None, fig: dict[str, str] | None) -> str:
     if not table:
         return ""
-    levels = table["levels"]
-    rows = [
-        [md(r["arm"]), *[t.fmt_cell(r["accuracy"].get(lv)) for lv in levels]] for r in table["rows"]
-    ]
-    out = "## Accuracy under noise\n\n" + _table(["arm", *[md(lv) for lv in levels]], rows)
+    out = "## Accuracy under noise\n\n" + _table(t.noise_model(table))
     return out + (f"\n\n{_image(fig['path'], fig['title'])}" if fig else "")
 
 
 def _lrp(table: dict[str, Any] | None, figs: list[dict[str, str]]) -> str:
     if not table:
         return ""
-    rows = [[md(r["arm"]), t.fmt_cell(r["accuracy"])] for r in table["rows"]]
-    out = "## LRP\n\n" + _table(["arm", "classifier accuracy"], rows)
+    out = "## LRP\n\n" + _table(t.lrp_model(table))
     return "\n\n".join([out, *(_image(f["path"], f["title"]) for f in figs)])
 
 
 def _segment(table: dict[str, Any] | None) -> str:
     if not table:
         return ""
-    rows = []
-    for r in table["rows"]:
-        it = r.get("iterations_to_90pct_final_segm_AP")
-        rows.append(
-            [
-                md(r["arm"]),
-                t.fmt_cell(r.get("segm_AP")),
-                t.fmt_cell(r.get("bbox_AP")),
-                "–" if not it else f"{it['mean']:g}",
-            ]
-        )
-    head = ["arm", "segm AP", "bbox AP", "iterations to 90% segm AP"]
-    return "## Segmentation\n\n" + _table(head, rows)
+    return "## Segmentation\n\n" + _table(t.segment_model(table))
 
 
 def _figures(data: dict[str, Any], loss: dict[str, str] | None) -> str:
@@ -212,20 +145,10 @@ def _figures(data: dict[str, Any], loss: dict[str, str] | None) -> str:
 
 def _appendix(data: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
-    times = [
-        [
-            md(r["arm"]),
-            "" if r["repeat"] is None else str(r["repeat"]),
-            md(r["stage"]),
-            t.fmt_seconds(r.get("seconds"))
-            + (f" (skipped: {md(r['skipped'])})" if r.get("skipped") else ""),
-        ]
-        for r in data.get("stages", [])
-    ]
     parts = [
         "## Appendix: settings and reproducibility",
         f"Versions: {md(versions)}. Device: {md(data.get('device'))}.",
-        _table(["arm", "repeat", "stage", "wall time"], times),
+        _table(t.stages_model(data)),
         "### Resolved study",
         _pre(json.dumps(data.get("study", {}), indent=1, default=str)),
     ]

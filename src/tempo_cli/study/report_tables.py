@@ -1,5 +1,5 @@
-"""The study's tables (study.json sections) from the loaded stage folders, and the number
-formats both reports share.
+"""The study's tables (study.json sections) from the loaded stage folders, the
+renderer-neutral table models both reports format, and the number formats they share.
 
 A CELL is {mean, std, n}: copied from one record (n = its probe runs) or, for an arm with
 pre-training repeats, the mean and population std of the repeats' values (n = repeats).
@@ -279,38 +279,3 @@ def pretrain_table(loaded: Loaded) -> dict[str, Any] | None:
             ]
             rows.append({"arm": arm, "repeat": run.repeat, "epochs": epochs})
     return {"rows": rows} if rows else None
-
-
-# --- number formats shared by report_html and report_md -------------------------------
-
-
-def fmt_acc(v: float | None) -> str:
-    return "–" if v is None else f"{v:.3f}"
-
-
-def fmt_cell(cell: dict[str, Any] | None) -> str:
-    """ "0.635 ± 0.005" (or "0.635" when the cell has no spread)."""
-    if not cell:
-        return "–"
-    std = cell.get("std")
-    return fmt_acc(cell["mean"]) + ("" if std is None else f" ± {std:.3f}")
-
-
-def fmt_gain(points: float | None) -> str:
-    """ "+38.6" points over the baseline."""
-    return "" if points is None else f"{points:+.1f}"
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "–"
-    m, sec = divmod(int(round(s)), 60)
-    return f"{m}:{sec:02d}" if m else f"{s:.1f} s"
-
-
-def fmt_lr(lr: Any) -> str:
-    if lr is None:
-        return ""
-    if isinstance(lr, list):
-        return "/".join(f"{x:g}" for x in lr)
-    return f"{lr:g}"

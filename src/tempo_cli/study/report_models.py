@@ -1,0 +1,203 @@
+"""What the report shows, renderer-neutral: report_html and report_md only escape and format.
+
+Each `*_model` turns one table of study.json (report_tables.py builds those) into a
+`TableModel` of plain texts; the number formats are here so both reports write the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# --- table models: report_html and report_md only escape and format these -------------
+# Texts here are plain (unescaped); each writer escapes every text it prints.
+
+
+@dataclass(frozen=True)
+class CellModel:
+    """One cell after the arm column. `col` None: plain text (no data attributes);
+    `note` is shown after the text as "(note)"; `gain` in points over the baseline."""
+
+    text: str
+    col: str | None = None
+    cell: dict[str, Any] | None = None
+    note: str = ""
+    best: bool = False
+    gain: float | None = None
+    muted: bool = False
+
+
+@dataclass(frozen=True)
+class RowModel:
+    """One row: the arm (and what the row is besides it), its cells' data-table key."""
+
+    arm: str
+    table: str
+    cells: list[CellModel] = field(default_factory=list)
+    label: str = ""
+
+    @property
+    def head(self) -> str:
+        """The first column's text: "arm" or "arm · label"."""
+        return f"{self.arm} · {self.label}" if self.label else self.arm
+
+
+@dataclass(frozen=True)
+class TableModel:
+    key: str
+    header: list[str]
+    rows: list[RowModel]
+
+
+def _value(col: str, cell: dict[str, Any] | None, text: str | None = None) -> CellModel:
+    return CellModel(fmt_cell(cell) if text is None else text, col, cell)
+
+
+def accuracy_model(table: dict[str, Any], key: str) -> TableModel:
+    """Rows = arms, columns = samples per class; cells mean ± std, best and gain marked."""
+    rows = []
+    for row in table["rows"]:
+        arm, cells = row["arm"], []
+        for col in table["columns"]:
+            gain = row["gains"].get(col) if arm != table["baseline"] else None
+            cell = row["cells"].get(col)
+            best = arm in table["best"].get(col, [])
+            cells.append(CellModel(fmt_cell(cell), col, cell, best=best, gain=gain))
+        rows.append(RowModel(arm, key, cells))
+    return TableModel(key, ["arm", *table["columns"]], rows)
+
+
+def lr_model(view: dict[str, Any]) -> TableModel:
+    """Per arm a row at the reference lr (when in the grid) and one at the chosen lr."""
+    ref = view["reference_lr"]
+    kinds = ("reference", "chosen") if ref is not None else ("chosen",)
+    rows = []
+    for row in view["rows"]:
+        for kind in kinds:
+            cells = []
+            for col in view["columns"]:
+                cell = (row["cells"].get(col) or {}).get(kind)
+                lr = cell.get("lr") if kind == "chosen" and cell else None
+                note = "" if lr is None else f"lr {fmt_lr(lr)}"
+                cells.append(CellModel(fmt_cell(cell), col, cell, note=note))
+            label = (
+                f"lr {fmt_lr(ref)}" if kind == "reference" else f"chosen on {row['selected_on']}"
+            )
+            rows.append(RowModel(row["arm"], f"lr-{kind}", cells, label))
+    return TableModel("lr", ["arm · lr", *view["columns"]], rows)
+
+
+def lr_orders(view: dict[str, Any]) -> list[str]:
+    """Per column, "col: reference: a > b; chosen: b > a" (the arms best first)."""
+    out = []
+    for col in view["columns"]:
+        order = view["order"][col]
+        parts = [
+            f"{k}: " + " > ".join(order[k])
+            for k in ("reference", "chosen")
+            if order.get(k) is not None
+        ]
+        out.append(f"{col}: " + "; ".join(parts))
+    return out
+
+
+def relevance_model(table: dict[str, Any]) -> TableModel:
+    rows = []
+    for r in table["rows"]:
+        if "skipped" in r:
+            cells = [CellModel(f"skipped: {r['skipped']}", muted=True), CellModel("")]
+        else:
+            cell = {"mean": r["rr_mean"], "std": r["rr_std"], "n": r["n"]}
+            cells = [_value("rr", cell), CellModel(str(r["over"]))]
+        rows.append(RowModel(r["arm"], "relevance", cells))
+    return TableModel("relevance", ["arm", "relative relevance", "± over"], rows)
+
+
+def noise_model(table: dict[str, Any]) -> TableModel:
+    levels = table["levels"]
+    rows = [
+        RowModel(r["arm"], "noise", [_value(lv, r["accuracy"].get(lv)) for lv in levels])
+        for r in table["rows"]
+    ]
+    return TableModel("noise", ["arm", *levels], rows)
+
+
+def lrp_model(table: dict[str, Any]) -> TableModel:
+    rows = [RowModel(r["arm"], "lrp", [_value("accuracy", r["accuracy"])]) for r in table["rows"]]
+    return TableModel("lrp", ["arm", "classifier accuracy"], rows)
+
+
+def segment_model(table: dict[str, Any]) -> TableModel:
+    keys = ("segm_AP", "bbox_AP", "iterations_to_90pct_final_segm_AP")
+    rows = []
+    for r in table["rows"]:
+        it = r.get(keys[2])
+        cells = [_value(k, r.get(k)) for k in keys[:2]]
+        cells.append(_value(keys[2], it, "–" if not it else f"{it['mean']:g}"))
+        rows.append(RowModel(r["arm"], "segment", cells))
+    head = ["arm", "segm AP", "bbox AP", "iterations to 90% segm AP"]
+    return TableModel("segment", head, rows)
+
+
+def stages_model(data: dict[str, Any]) -> TableModel:
+    """The appendix's wall time per stage (a skipped stage notes why)."""
+    rows = []
+    for r in data.get("stages", []):
+        repeat = "" if r["repeat"] is None else str(r["repeat"])
+        note = f"skipped: {r['skipped']}" if r.get("skipped") else ""
+        seconds = CellModel(fmt_seconds(r.get("seconds")), note=note)
+        rows.append(
+            RowModel(r["arm"], "stages", [CellModel(repeat), CellModel(r["stage"]), seconds])
+        )
+    return TableModel("stages", ["arm", "repeat", "stage", "wall time"], rows)
+
+
+def intro_items(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The report's opening facts (name, value), those without a value left out."""
+    study = data.get("study", {})
+    items = [
+        ("origin", study.get("origin")),
+        ("description", study.get("description")),
+        ("pre-training data", study.get("data")),
+        ("labelled data", study.get("labelled")),
+        ("backbone", study.get("backbone")),
+        ("image size", study.get("image_size")),
+        ("baseline", study.get("baseline")),
+        ("device", data.get("device")),
+    ]
+    return [(k, v) for k, v in items if v not in (None, "")]
+
+
+# --- number formats shared by report_html and report_md -------------------------------
+
+
+def fmt_acc(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def fmt_cell(cell: dict[str, Any] | None) -> str:
+    """ "0.635 ± 0.005" (or "0.635" when the cell has no spread)."""
+    if not cell:
+        return "–"
+    std = cell.get("std")
+    return fmt_acc(cell["mean"]) + ("" if std is None else f" ± {std:.3f}")
+
+
+def fmt_gain(points: float | None) -> str:
+    """ "+38.6" points over the baseline."""
+    return "" if points is None else f"{points:+.1f}"
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    m, sec = divmod(int(round(s)), 60)
+    return f"{m}:{sec:02d}" if m else f"{s:.1f} s"
+
+
+def fmt_lr(lr: Any) -> str:
+    if lr is None:
+        return ""
+    if isinstance(lr, list):
+        return "/".join(f"{x:g}" for x in lr)
+    return f"{lr:g}"

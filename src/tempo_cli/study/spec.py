@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tempo_cli.errors import TempoError, UsageError
-from tempo_cli.settings.base import CommandSettings, load_settings
+from tempo_cli.errors import UsageError
+from tempo_cli.settings.base import CommandSettings
+from tempo_cli.study.arms import SOURCES as SOURCES  # re-exported
+from tempo_cli.study.arms import Arm, parse_arms, pick_baseline
+from tempo_cli.study.checks import checked_options, need, settings_from, table_of
 from tempo_cli.study.presets import preset_names as preset_names  # re-exported
 from tempo_cli.study.presets import preset_text
 from tempo_cli.study.toml_text import toml_key as _toml_key
@@ -33,15 +36,8 @@ else:  # pragma: no cover
 STAGE_NAMES = ("linear", "semisup", "knn", "relevance", "lrp", "noise", "segment")
 #: Stages that explain the arm's linear-probe classifier (the internal `classifier` stage).
 EXPLAIN_STAGES = ("relevance", "lrp", "noise")
-#: Where an arm's backbone comes from.
-SOURCES = ("pretrain", "imagenet", "random", "checkpoint")
 #: Samples per class of the `linear`, `semisup` and `knn` sweeps unless a stage table says.
 DEFAULT_SAMPLES_PC = "1,5,10,15,20,full"
-#: Fields the study sets on every stage's settings; a stage table may not set them.
-STUDY_SET = frozenset(
-    {"path", "data", "name", "quiet", "debug", "backbone", "image_size", "seed", "device"}
-    | {"save_model", "compare", "out", "resume", "recipe", "init_only"}
-)
 #: Study-set fields a stage table may set for itself: segmentation reads COCO instances
 #: (default: the labelled data's mask sibling) at its own image size (default: detectron2's).
 OWN_FIELDS = {"segment": frozenset({"data", "image_size"})}
@@ -50,7 +46,6 @@ _TOP_KEYS = (
     "stages", "baseline", "classifier_samples_pc", "pretrain", "arms", "classifier",
     *STAGE_NAMES,
 )  # fmt: skip
-_ARM_KEYS = ("source", "checkpoint", "repeats", "pretrain")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -69,40 +64,6 @@ def _stage_settings_class(stage: str) -> type[CommandSettings]:
         "noise": explain.ExplainAdversarialSettings,
         "segment": segment.SegmentSettings,
     }[stage]
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One backbone source of the comparison."""
-
-    name: str
-    folder: str
-    source: str
-    checkpoint: str | None = None
-    pretrain: dict[str, Any] = field(default_factory=dict)
-    repeats: int = 1
-
-    @property
-    def is_pretrain(self) -> bool:
-        return self.source == "pretrain"
-
-    @property
-    def path(self) -> str | None:
-        """The `--path` of a non-pretraining arm: the file, `random` or `imagenet`."""
-        return (
-            self.checkpoint
-            if self.source == "checkpoint"
-            else (None if self.is_pretrain else self.source)
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "folder": self.folder, "source": self.source}
-        if self.checkpoint is not None:
-            out["checkpoint"] = self.checkpoint
-        if self.is_pretrain:
-            out["repeats"] = self.repeats
-            out["pretrain"] = dict(self.pretrain)
-        return out
 
 
 @dataclass(frozen=True)
@@ -202,23 +163,18 @@ def load_study(
     return parse_study(data, origin, name or data.get("name") or default_name, device)
 
 
-def _need(cond: bool, key: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise UsageError(key, value, allowed)
-
-
 def parse_study(data: dict[str, Any], origin: str, name: Any, device: str | None) -> Study:
     """A Study from a parsed study file (see `load_study`)."""
     unknown = [k for k in data if k not in _TOP_KEYS]
     first = unknown[0] if unknown else ""
-    _need(not unknown, first, data.get(first), "not a study key; allowed: " + ", ".join(_TOP_KEYS))
+    need(not unknown, first, data.get(first), "not a study key; allowed: " + ", ".join(_TOP_KEYS))
     name = str(name)
-    _need(bool(_SAFE_NAME.match(name)), "name", name, "letters, digits, . _ - (a folder name)")
+    need(bool(_SAFE_NAME.match(name)), "name", name, "letters, digits, . _ - (a folder name)")
     top = _top_values(data, device)
-    arms = _arms(data, top)
-    baseline = _baseline(data.get("baseline"), arms)
+    arms = parse_arms(data, top)
+    baseline = pick_baseline(data.get("baseline"), arms)
     stages = _stages(data.get("stages", ["linear"]))
-    options = _stage_options(data, stages, top)
+    options = _stageoptions(data, stages, top)
     return Study(
         name=name,
         origin=origin,
@@ -244,11 +200,11 @@ def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
         "seed": data.get("seed", 0),
         "device": device or data.get("device", "auto"),
     }
-    checked = _settings(PretrainSettings, {**values, "init": "random"}, "")
-    _need(checked.image_size != "auto", "image_size", "auto", "a side in pixels")
+    checked = settings_from(PretrainSettings, {**values, "init": "random"}, "")
+    need(checked.image_size != "auto", "image_size", "auto", "a side in pixels")
     samples = data.get("classifier_samples_pc", "full")
-    probe = _settings(EvalLinearSettings, {"path": ["random"], "samples_pc": samples}, "")
-    _need(len(probe.samples_pc_list()) == 1, "classifier_samples_pc", samples, "one value")
+    probe = settings_from(EvalLinearSettings, {"path": ["random"], "samples_pc": samples}, "")
+    need(len(probe.samples_pc_list()) == 1, "classifier_samples_pc", samples, "one value")
     return {
         "data": values["data"],
         "labelled": str(data.get("labelled", values["data"])),
@@ -260,49 +216,16 @@ def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
     }
 
 
-def _settings(cls: type[CommandSettings], values: dict[str, Any], table: str) -> Any:
-    """`cls` built from `values`; a bad value is a UsageError naming the study key."""
-    try:
-        return load_settings(cls, values)
-    except UsageError as e:
-        key = e.option.removeprefix("--").replace("-", "_")
-        raise UsageError(f"{table}{key}" if table else key, e.value, e.allowed) from None
-
-
-def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key, {})
-    _need(isinstance(value, dict), key, value, "a table, e.g. [" + key + "]")
-    return value
-
-
-def _options(
-    table: dict[str, Any], cls: type[CommandSettings], where: str, own: frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    """A stage table's keys, checked against `cls`'s fields and the study's own."""
-    out: dict[str, Any] = {}
-    fields = set(cls.model_fields)
-    for key, value in table.items():
-        name = key.replace("-", "_")
-        set_by_study = name in STUDY_SET and name not in own
-        allowed = ", ".join(sorted(fields - STUDY_SET))
-        _need(name in fields and not set_by_study, f"[{where}] {key}", value, "allowed: " + allowed)
-        out[name] = value
-    return out
-
-
 def _stages(value: Any) -> tuple[str, ...]:
     items = [value] if isinstance(value, str) else value
-    ok = isinstance(items, list) and items and all(s in STAGE_NAMES for s in items)
-    bad = (
-        next((s for s in items if s not in STAGE_NAMES), items)
-        if isinstance(items, list)
-        else items
-    )
-    _need(bool(ok), "stages", bad, "a list of: " + ", ".join(STAGE_NAMES))
+    allowed = "a list of: " + ", ".join(STAGE_NAMES)
+    need(isinstance(items, list) and bool(items), "stages", value, allowed)
+    bad = [s for s in items if s not in STAGE_NAMES]
+    need(not bad, "stages", bad[0] if bad else "", allowed)
     return tuple(s for s in STAGE_NAMES if s in items)
 
 
-def _stage_options(
+def _stageoptions(
     data: dict[str, Any], stages: tuple[str, ...], top: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """The tables of the selected stages (and of the classifier the explanation stages use),
@@ -313,20 +236,21 @@ def _stage_options(
     tables: dict[str, dict[str, Any]] = {}
     for stage in STAGE_NAMES:  # every table is checked, selected or not
         cls = _stage_settings_class(stage)
-        options = _options(_table(data, stage), cls, stage, OWN_FIELDS.get(stage, frozenset()))
+        own_fields = OWN_FIELDS.get(stage, frozenset())
+        options = checked_options(table_of(data, stage), cls, stage, own_fields)
         if stage in ("linear", "semisup", "knn"):
             options.setdefault("samples_pc", DEFAULT_SAMPLES_PC)
         if stage == "noise":
             attack = options.pop("attack", "noise")
-            _need(attack == "noise", "[noise] attack", attack, "noise (the study's stage)")
+            need(attack == "noise", "[noise] attack", attack, "noise (the study's stage)")
         _check_stage(stage, options)
         tables[stage] = options
     out = {s: tables[s] for s in stages}
     if any(s in EXPLAIN_STAGES for s in stages):
         # The linear stage's probe options, at classifier_samples_pc, one fixed subset.
         linear = {k: v for k, v in tables["linear"].items() if k not in _PER_SWEEP}
-        own = _options(_table(data, "classifier"), EvalLinearSettings, "classifier")
-        _need("samples_pc" not in own, "[classifier] samples_pc", own.get("samples_pc"),
+        own = checked_options(table_of(data, "classifier"), EvalLinearSettings, "classifier")
+        need("samples_pc" not in own, "[classifier] samples_pc", own.get("samples_pc"),
               "set classifier_samples_pc at the top level")  # fmt: skip
         out["classifier"] = {**linear, **own, "samples_pc": top["classifier_samples_pc"]}
         _check_stage("classifier", out["classifier"])
@@ -342,90 +266,4 @@ def _check_stage(stage: str, options: dict[str, Any]) -> None:
     explain = stage in EXPLAIN_STAGES
     path: Any = "random" if explain else ["random"]
     extra = {"attack": "noise"} if stage == "noise" else {}
-    _settings(_stage_settings_class(stage), {"path": path, **options, **extra}, f"[{stage}] ")
-
-
-def _arms(data: dict[str, Any], top: dict[str, Any]) -> tuple[Arm, ...]:
-    from tempo_cli.settings.pretrain import PretrainSettings
-
-    shared = _options(_table(data, "pretrain"), PretrainSettings, "pretrain")
-    table = _table(data, "arms")
-    _need(bool(table), "arms", "", "at least one [arms.NAME] table")
-    arms: list[Arm] = []
-    folders: set[str] = set()
-    for i, (name, spec) in enumerate(table.items()):
-        _need(isinstance(spec, dict), f"arms.{name}", spec, "a table")
-        arm = _arm(str(name), spec, shared, top)
-        folder = _folder(arm.name, i, folders)
-        folders.add(folder)
-        arms.append(Arm(**{**arm.__dict__, "folder": folder}))
-    return tuple(arms)
-
-
-def _folder(name: str, index: int, taken: set[str]) -> str:
-    """A folder name for arm `name`: its safe characters, unique in the study."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or f"arm-{index + 1}"
-    folder, n = slug, 2
-    while folder in taken or folder in ("figures",):
-        folder, n = f"{slug}-{n}", n + 1
-    return folder
-
-
-def _arm(name: str, spec: dict[str, Any], shared: dict[str, Any], top: dict[str, Any]) -> Arm:
-    from tempo_cli.settings.pretrain import PretrainSettings
-
-    where = f"arms.{name}"
-    unknown = [k for k in spec if k not in _ARM_KEYS]
-    _need(
-        not unknown,
-        f"{where}.{unknown[0] if unknown else ''}",
-        "",
-        "allowed: " + ", ".join(_ARM_KEYS),
-    )
-    source = spec.get("source")
-    if source is None:
-        source = (
-            "checkpoint" if "checkpoint" in spec else "pretrain" if "pretrain" in spec else None
-        )
-    _need(
-        source in SOURCES,
-        f"{where}.source",
-        source,
-        "pretrain (with a [" + where + ".pretrain] table), imagenet, random, or checkpoint = FILE",
-    )
-    repeats = spec.get("repeats", 1)
-    _need(isinstance(repeats, int) and repeats >= 1, f"{where}.repeats", repeats, "an integer >= 1")
-    _need(
-        repeats == 1 or source == "pretrain", f"{where}.repeats", repeats, "pre-training arms only"
-    )
-    if source == "checkpoint":
-        return Arm(name, "", source, checkpoint=_readable_checkpoint(where, spec.get("checkpoint")))
-    if source != "pretrain":
-        return Arm(name, "", source)
-    own = _options(_table(spec, "pretrain"), PretrainSettings, f"{where}.pretrain")
-    values = {**shared, **own}
-    study_set = {k: top[k] for k in ("data", "backbone", "image_size", "device")}
-    _settings(PretrainSettings, {**values, **study_set, "seed": 0}, f"[{where}.pretrain] ")
-    return Arm(name, "", source, pretrain=values, repeats=repeats)
-
-
-def _readable_checkpoint(where: str, value: Any) -> str:
-    """The checkpoint file of an arm, read once now so a bad file fails before any work."""
-    from tempo_cli import places
-    from tempo_cli.models.checkpoint import load_model
-
-    _need(isinstance(value, str) and bool(value), f"{where}.checkpoint", value, "a file")
-    path = places.resolve_checkpoint(value)
-    if not path.is_file():
-        raise TempoError(f"{where}: checkpoint {value} not found; give an existing file")
-    load_model(path)  # TempoError naming the file when it is truncated or foreign
-    return str(path.resolve())
-
-
-def _baseline(value: Any, arms: tuple[Arm, ...]) -> str:
-    names = [a.name for a in arms]
-    if value is None:
-        fixed = [a.name for a in arms if not a.is_pretrain]
-        return fixed[0] if fixed else arms[0].name
-    _need(value in names, "baseline", value, "an arm: " + ", ".join(names))
-    return str(value)
+    settings_from(_stage_settings_class(stage), {"path": path, **options, **extra}, f"[{stage}] ")

@@ -54,20 +54,11 @@ from pathlib import Path
 from typing import Any
 
 from tempo_cli.study import report_tables as tables
+from tempo_cli.study.spec import STAGE_NAMES
 
 SCHEMA = 1
 #: Stages read from disk, in run order ("pretrain"/"classifier" are internal stages).
-READ_STAGES = (
-    "pretrain",
-    "classifier",
-    "linear",
-    "semisup",
-    "knn",
-    "relevance",
-    "lrp",
-    "noise",
-    "segment",
-)
+READ_STAGES = ("pretrain", "classifier", *STAGE_NAMES)
 #: Settings that say how a stage ran, not what it computed: left out of `config`.
 RUNTIME_KEYS = frozenset({"name", "quiet", "debug"})
 

@@ -12,6 +12,7 @@ Settings are built through `settings.base.load_settings`, so a bad value is a Us
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +56,7 @@ class StageInputs:
     debug: bool = False
 
 
-class Stage:
+class Stage(ABC):
     """One step of the study for one arm: an existing command with study-filled settings."""
 
     name: str = ""
@@ -109,11 +110,13 @@ class Stage:
         return None
 
     def check(self, settings: CommandSettings) -> None:
-        """Inputs that must exist before the study starts (raises TempoError/UsageError)."""
+        """Inputs that must exist before the study starts (raises TempoError/UsageError);
+        most stages need nothing beyond their settings."""
+        return None
 
+    @abstractmethod
     def run(self, settings: CommandSettings) -> dict[str, Any]:
         """Run the command's core function; returns its metrics."""
-        raise NotImplementedError
 
 
 def _file(path: str | None) -> Path | None:

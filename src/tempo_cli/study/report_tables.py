@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tempo_cli.report.accuracy_plots import samples_label
+
 if TYPE_CHECKING:
     from tempo_cli.study.collect import RunData
 
@@ -18,11 +20,6 @@ if TYPE_CHECKING:
 REFERENCE_LR = 0.01
 
 Loaded = dict[str, list["RunData"]]
-
-
-def column_key(samples_pc: Any) -> str:
-    """A record's samples_pc as a column name: "1", "5", ... or "full" (null)."""
-    return "full" if samples_pc is None else str(samples_pc)
 
 
 def combine(values: Sequence[float], single: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -49,7 +46,7 @@ def _selected(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for r in records:
         if r.get("selected", True):
-            out.setdefault(column_key(r.get("samples_pc")), r)
+            out.setdefault(samples_label(r.get("samples_pc")), r)
     return out
 
 
@@ -67,8 +64,8 @@ def _columns(loaded: Loaded, stage: str) -> list[str]:
         for run in runs:
             s = run.stages.get(stage)
             for r in s.metrics.get("results", []) if s else []:
-                if column_key(r.get("samples_pc")) not in cols:
-                    cols.append(column_key(r.get("samples_pc")))
+                if samples_label(r.get("samples_pc")) not in cols:
+                    cols.append(samples_label(r.get("samples_pc")))
     return cols
 
 
@@ -136,7 +133,7 @@ def accuracy_table(stage: str, loaded: Loaded, baseline: str | None) -> dict[str
 
 def _at_lr(lr: float) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
     def pick(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {column_key(r.get("samples_pc")): r for r in records if r.get("lr") == lr}
+        return {samples_label(r.get("samples_pc")): r for r in records if r.get("lr") == lr}
 
     return pick
 

@@ -438,3 +438,34 @@ def test_loss_std_default_and_old_files_keep_biased(frames: Path, tmp_path: Path
     assert resumed_settings(tiny(frames, loss_std="unbiased"), state).loss_std == "unbiased"
     biased = run(tiny(frames, name="std-b", epochs=1, max_steps=1, loss_std="biased"))
     assert losses(biased) != losses(m)
+
+
+@pytest.mark.slow
+def test_adamw_is_fused_and_an_older_last_pt_resumes_fused(frames: Path, tmp_path: Path) -> None:
+    """AdamW runs PyTorch's fused kernel on CPU; a last.pt written before that (its
+    optimizer state says `fused: None`, the per-parameter loop) resumes with the kernel of
+    the device it resumes on: the same losses and weights as today's last.pt."""
+    import torch
+
+    from tempo_cli.pretrain import run, train
+    from tempo_cli.pretrain.step import make_optimizer
+
+    s = tiny(frames, name="f")
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert make_optimizer(params, s).param_groups[0]["fused"] is True
+    sgd = tiny(frames, name="f", optimizer="sgd")
+    assert not make_optimizer(params, sgd).param_groups[0].get("fused")
+
+    last = Path(run(tiny(frames, name="f", epochs=1))["last"])
+    env = torch.load(last, weights_only=True)
+    groups = env["training_state"]["optimizer"]["param_groups"]
+    assert all(g["fused"] is True for g in groups)
+    for g in groups:
+        g["fused"] = None  # as the loop wrote it
+    older = tmp_path / "older-last.pt"
+    torch.save(env, older)
+    now = train(tiny(frames, name="from-now", epochs=2, max_steps=4, resume=str(last)))
+    old = train(tiny(frames, name="from-old", epochs=2, max_steps=4, resume=str(older)))
+    assert losses(old.metrics) == losses(now.metrics)
+    for a, b in zip(old.backbone.parameters(), now.backbone.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -222,6 +222,23 @@ def test_resumed_run_ends_with_the_same_best_epoch(root: Path, cli) -> None:
         "--samples-pc", "2", "--device", "cpu", "--name", "ev", "--quiet",
     )  # fmt: skip
     assert r.code == 0, r.err
+    # best.pt is a product checkpoint all the way to `tempo explain`: a classifier on it
+    # (eval linear --save-model) explains the test images.
+    classifier = Path(os.environ["TEMPO_RUNS_DIR"]) / "best-classifier.pt"
+    r = cli(
+        "eval", "linear", "--path", resumed["best"]["checkpoint"], "--data", root,
+        "--samples-pc", "2", "--runs", "1", "--iterations", "20", "--save-model", classifier,
+        "--device", "cpu", "--name", "ev-linear", "--quiet",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    r = cli(
+        "explain", "lrp", "--path", classifier, "--data", root, "--no-sheets", "--device",
+        "cpu", "--name", "ex", "--quiet",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    explained = json.loads((Path(os.environ["TEMPO_RUNS_DIR"]) / "ex" / "metrics.json").read_text())
+    assert explained["images"] == 9 and explained["heatmaps"] >= 9
+    assert explained["image_size"] == 32  # the size best.pt records, through the classifier
 
 
 @pytest.mark.slow

@@ -16,8 +16,9 @@ Parameters are drawn per image and per view on a CPU `torch.Generator` that
 `step_generator` seeds from (seed, epoch, batch, rank): the global RNG is never touched, a
 resumed run draws the same augmentations, and every rank draws its own. The ops run on the
 batch's device with torchvision.transforms.v2.functional; masks (flip, grayscale,
-solarise) apply to the whole batch at once, per-image factors (crop, jitter, blur) loop
-over the images.
+solarise) apply to the whole batch at once, colour jitter runs batched with each image's
+own factors and order (pretrain.colour_jitter, equal to the per-image ops bit for bit), and
+crop and blur (cheap at these sizes) loop over the images.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
+
+from tempo_cli.pretrain.colour_jitter import jitter_batch
 
 #: Mixed into the seed so augmentation draws never share a stream with pair sampling.
 _STREAM = 0x617567  # "aug"
@@ -161,14 +164,6 @@ def blur_kernel(side: int) -> int:
     return max(3, int(round(0.1 * side)) // 2 * 2 + 1)
 
 
-def _jitter(img: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """One image (3, S, S) through ColorJitter's four ops in the drawn order."""
-    ops = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
-    for k in order.tolist():
-        img = ops[k](img, float(factors[k]))
-    return img
-
-
 def _masked(mask: torch.Tensor, changed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """changed where mask (B,) is set, else x: (B, 3, S, S)."""
     return torch.where(mask.to(x.device).view(-1, 1, 1, 1), changed, x)
@@ -185,12 +180,8 @@ def apply_view(x: torch.Tensor, p: ViewParams) -> torch.Tensor:
     ).clamp_(0.0, 1.0)  # bilinear resampling may overshoot a little
     out = _masked(p.flip, F.horizontal_flip(out), out)
     if p.jitter.any():
-        out = torch.stack(
-            [
-                _jitter(img, p.factors[i], p.order[i]) if p.jitter[i] else img
-                for i, img in enumerate(out)
-            ]
-        )
+        rows = p.jitter.nonzero().squeeze(1).to(out.device)
+        out[rows] = jitter_batch(out[rows], p.factors[p.jitter], p.order[p.jitter])
     if p.gray.any():
         out = _masked(p.gray, F.rgb_to_grayscale(out, num_output_channels=3), out)
     if p.blur.any():

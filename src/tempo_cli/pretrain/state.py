@@ -97,11 +97,15 @@ def restore_training(
     same_optimizer = st.settings.get("optimizer") == s.optimizer
     if not same_optimizer:
         log(f"--optimizer changed to {s.optimizer}: its state starts afresh", quiet)
+    fused = [group.get("fused") for group in opt.param_groups]  # as constructed here
     st.restore(optimizer=opt if same_optimizer else None, scaler=scaler)
     # load_state_dict brings back the saved hyper-parameters; options given now
-    # (e.g. a lower --lr to continue) take precedence.
-    for group in opt.param_groups:
+    # (e.g. a lower --lr to continue) take precedence, and so does the implementation
+    # chosen for this device (a run may resume on another device).
+    for group, was in zip(opt.param_groups, fused, strict=True):
         group["lr"], group["weight_decay"] = s.lr, s.weight_decay
+        if "fused" in group:
+            group["fused"] = was
         if s.optimizer == "sgd":
             group["momentum"] = s.momentum
     pos = Position.from_dict(st.position)

@@ -73,7 +73,7 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
         gt=0,
         le=1,
         description="Smallest crop of --augment light|strong, as a fraction of the frame's "
-        "area (0.08: the Barlow Twins paper's).",
+        "area (0.08: the Barlow Twins paper's; 1: no crop, the whole frame).",
     )
     batch_size: int = Field(200, ge=2, description="Pairs per step (global over all processes).")
     image_size: ImageSize = Field(

@@ -12,23 +12,10 @@ view (`apply_view`: crop, flip, jitter, grayscale, blur, solarise).
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
+from timing import best_time  # benchmarks/timing.py, beside this script
 from torchvision.transforms.v2 import functional as F
-
-
-def best_time(fn: Callable[[], object], n: int, rounds: int) -> float:
-    """Best over `rounds` of the mean time of n calls (after one warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t) / n)
-    return best
 
 
 def main() -> None:

@@ -12,22 +12,9 @@ best round of each counts. Prints the times and loop / fused.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
-
-
-def best_time(fn: Callable[[], object], n: int, rounds: int) -> float:
-    """Best over `rounds` of the mean time of n calls (after one warm-up call)."""
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t) / n)
-    return best
+from timing import best_time  # benchmarks/timing.py, beside this script
 
 
 def main() -> None:

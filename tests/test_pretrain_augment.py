@@ -336,19 +336,19 @@ def test_same_frame_strong_augmentation_beats_random_init_on_demo(cli, demo_root
     `--crop-scale 1`: at 32 px the sign fills most of the frame, so the paper's crops (down
     to 8% of the area) cut it apart and the features fall to chance (docs/pretrain.md,
     "Pairs and augmentation"); the recipe's flip, colour, grayscale, blur and solarisation
-    all stay. 2 of the demo pre-training's 4 epochs (120 steps); the probe lr of each arm
-    is chosen on the demo's val split, as `tempo study` does."""
+    all stay. The demo pre-training (4 epochs, 240 steps: the demo study's image-ssl arm);
+    the probe lr of each arm is chosen on the demo's val split, as `tempo study` does."""
     r = cli(
         "pretrain", "--data", "demo", "--backbone", "resnet18", "--init", "random",
         "--image-size", "32", "--batch-size", "64", "--optimizer", "adamw", "--lr", "0.001",
-        "--l", "0.005", "--epochs", "2", "--pairs", "same", "--augment", "strong",
-        "--crop-scale", "1", "--monitor", "none", "--device", "cpu", "--name", "image-ssl",
-        "--quiet",
+        "--l", "0.005", "--proximity", "5", "--epochs", "4", "--pairs", "same", "--augment",
+        "strong", "--crop-scale", "1", "--monitor", "none", "--device", "cpu", "--name",
+        "image-ssl", "--quiet",
     )  # fmt: skip
     assert r.code == 0, r.err
     runs = Path(os.environ["TEMPO_RUNS_DIR"])
     metrics = json.loads((runs / "image-ssl" / "metrics.json").read_text())
-    assert [e["steps"] for e in metrics["epochs"]] == [60, 60]
+    assert [e["steps"] for e in metrics["epochs"]] == [60] * 4
     r = cli(
         "eval", "linear", "--path", metrics["checkpoint"], "--path", "random", "--backbone",
         "resnet18", "--data", "demo", "--samples-pc", "5", "--image-size", "32", "--lr",

@@ -181,3 +181,20 @@ def test_resumed_settings_keep_given_options_and_never_take_runtime_ones() -> No
     assert (merged.data, merged.lr, merged.max_iter) == ("demo", 0.5, 9)
     assert (merged.device, merged.quiet, merged.resume) == ("auto", False, "x.pt")
     assert merged.model_fields_set == now.model_fields_set
+
+
+def test_interrupt_seen_remembers_a_ctrl_c_that_a_job_swallowed() -> None:
+    """`tempo study` checks `.seen` between stages: a stage that caught the KeyboardInterrupt
+    somewhere inside must not let the study run on. The previous handler still acts (the
+    default raises at once) and is back in place afterwards."""
+    import contextlib
+
+    from tempo_cli.training.stop import InterruptSeen
+
+    before = signal.getsignal(signal.SIGINT)
+    with InterruptSeen() as ctrl_c:
+        assert not ctrl_c.seen
+        with contextlib.suppress(KeyboardInterrupt):  # a job that swallows it
+            signal.raise_signal(signal.SIGINT)
+        assert ctrl_c.seen
+    assert signal.getsignal(signal.SIGINT) is before

@@ -33,6 +33,7 @@ from tempo_cli.settings.study import StudySettings
 from tempo_cli.study import fingerprint as fp
 from tempo_cli.study.spec import EXPLAIN_STAGES, Arm, Study, load_study
 from tempo_cli.study.stages import CLASSIFIER_FILE, STAGES, StageInputs
+from tempo_cli.training.stop import InterruptSeen
 
 #: What a pre-training writes into its folder: the final model, the resumable state.
 MODEL_FILE = "model.pt"
@@ -139,20 +140,27 @@ def _clock(seconds: float) -> str:
 
 
 def run_plan(plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> None:
-    """Run (or skip) every planned stage in order, one progress line each."""
+    """Run (or skip) every planned stage in order, one progress line each.
+
+    Ctrl-C stops the study: at once (KeyboardInterrupt, or the stage's own clean stop),
+    and at the latest when the stage it came in ends, should that stage have swallowed it.
+    """
     clock = _Clock()
-    for k, p in enumerate(plan, start=1):
-        try:
-            seconds = run_stage(p, p.stage in forced, clock.line(k, plan), quiet)
-        except (KeyboardInterrupt, Interrupted) as e:
-            raise Interrupted(
-                f"interrupted in {p.label} {p.stage}; rerun the same command to continue "
-                "(finished stages are skipped, a pre-training resumes from its last.pt)"
-            ) from e
-        except TempoError as e:
-            raise TempoError(f"{p.label} {p.stage}: {e}") from e
-        if seconds is not None:
-            clock.ran.setdefault(p.stage, []).append(seconds)
+    with InterruptSeen() as ctrl_c:
+        for k, p in enumerate(plan, start=1):
+            try:
+                seconds = run_stage(p, p.stage in forced, clock.line(k, plan), quiet)
+                if ctrl_c.seen:
+                    raise KeyboardInterrupt
+            except (KeyboardInterrupt, Interrupted) as e:
+                raise Interrupted(
+                    f"interrupted in {p.label} {p.stage}; rerun the same command to continue "
+                    "(finished stages are skipped, a pre-training resumes from its last.pt)"
+                ) from e
+            except TempoError as e:
+                raise TempoError(f"{p.label} {p.stage}: {e}") from e
+            if seconds is not None:
+                clock.ran.setdefault(p.stage, []).append(seconds)
 
 
 def run_stage(p: PlannedStage, force: bool, line: str, quiet: bool) -> float | None:

@@ -40,3 +40,34 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()
+
+
+class InterruptSeen:
+    """Context manager that remembers a SIGINT (`.seen`) and then lets the handler that was
+    installed before it act as usual (Python's default raises KeyboardInterrupt at once).
+
+    For a sequence of jobs (`tempo study`): a job that swallows the KeyboardInterrupt
+    somewhere inside (library code with a bare `except`, a finaliser) would otherwise let
+    the sequence run on; checking `.seen` between jobs stops it there. A job that installs
+    its own `StopRequest` takes the signal over while it runs, as before.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: object = None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.seen = True
+        if callable(self._previous):
+            self._previous(signum, frame)
+
+    def __enter__(self) -> InterruptSeen:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+            self._previous = None

@@ -10,7 +10,6 @@ stable attributes for tools and tests: `data-table`, `data-arm`, `data-col`, `da
 from __future__ import annotations
 
 import base64
-import json
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -153,24 +152,15 @@ def _figure(study_dir: Path, rel: str, caption: str) -> str:
 
 def _appendix(data: dict[str, Any]) -> str:
     """Versions, device, wall time per stage and every stage's resolved settings."""
-    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    m = t.appendix_model(data)
     parts = [
         "<section id='appendix'><h2>Appendix: settings and reproducibility</h2>",
-        f"<p>Versions: {escape(versions)}. Device: {escape(str(data.get('device')))}.</p>",
+        f"<p>{escape(m.facts)}</p>",
         _table(t.stages_model(data)),
-        "<h3>Resolved study</h3>",
-        f"<pre>{escape(json.dumps(data.get('study', {}), indent=1, default=str))}</pre>",
+        f"<h3>Resolved study</h3><pre>{escape(m.study)}</pre>",
     ]
-    for arm, info in data.get("arms", {}).items():
-        source = escape(str(info.get("source")))
-        parts.append(f"<h3>Arm {escape(arm)} <span class='muted'>({source})</span></h3>")
-        for run in info.get("runs", []):
-            for stage, s in run.get("stages", {}).items():
-                settings = " ".join(
-                    f"{k}={json.dumps(v, default=str)}" for k, v in s.get("config", {}).items()
-                )
-                parts.append(
-                    f"<p><b>{escape(run['dir'])}/{escape(stage)}</b></p><pre>{escape(settings)}</pre>"
-                )
+    for arm, source, stages in m.arms:
+        parts.append(f"<h3>Arm {escape(arm)} <span class='muted'>({escape(source)})</span></h3>")
+        parts += [f"<p><b>{escape(s)}</b></p><pre>{escape(text)}</pre>" for s, text in stages]
     parts.append("</section>")
     return "\n".join(parts)

@@ -9,7 +9,6 @@ characters that format: backticks, `*`, `_`, `[`, `]`, `|` that would split a ta
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -84,22 +83,17 @@ def _intro(data: dict[str, Any]) -> str:
 
 
 def _appendix(data: dict[str, Any]) -> str:
-    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    m = t.appendix_model(data)
     parts = [
         "## Appendix: settings and reproducibility",
-        f"Versions: {md(versions)}. Device: {md(data.get('device'))}.",
+        md(m.facts),
         _table(t.stages_model(data)),
         "### Resolved study",
-        _pre(json.dumps(data.get("study", {}), indent=1, default=str)),
+        _pre(m.study),
     ]
-    for arm, info in data.get("arms", {}).items():
-        parts.append(f"### Arm {md(arm)} ({md(info.get('source'))})")
-        for run in info.get("runs", []):
-            for stage, s in run.get("stages", {}).items():
-                settings = " ".join(
-                    f"{k}={json.dumps(v, default=str)}" for k, v in s.get("config", {}).items()
-                )
-                parts.append(f"**{md(run['dir'])}/{md(stage)}**\n\n{_pre(settings)}")
+    for arm, source, stages in m.arms:
+        parts.append(f"### Arm {md(arm)} ({md(source)})")
+        parts += [f"**{md(s)}**\n\n{_pre(text)}" for s, text in stages]
     return "\n\n".join(parts)
 
 

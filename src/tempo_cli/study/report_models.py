@@ -6,6 +6,7 @@ Each `*_model` turns one table of study.json (report_tables.py builds those) int
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +76,10 @@ def accuracy_model(table: dict[str, Any], key: str) -> TableModel:
             cells.append(CellModel(fmt_cell(cell), col, cell, best=best, gain=gain))
         rows.append(RowModel(arm, key, cells))
     base = table.get("baseline")
-    spread = f"one {table['over'].removeprefix('1 ')}" if single_runs(table) else (
-        f"mean ± std over {table['over']}"
+    spread = (
+        f"one {table['over'].removeprefix('1 ')}"
+        if single_runs(table)
+        else (f"mean ± std over {table['over']}")
     )
     caption = (
         f"Final test accuracy, {spread}. Columns: labelled samples "
@@ -193,6 +196,37 @@ def stages_model(data: dict[str, Any]) -> TableModel:
     return TableModel(
         "stages", ["arm", "repeat", "stage", "wall time"], rows, "Wall time per stage."
     )
+
+
+@dataclass(frozen=True)
+class AppendixModel:
+    """The appendix's texts: versions and device, the resolved study (JSON), and per arm
+    (name, source) each stage's resolved settings (`<run dir>/<stage>`, `k=v k=v`)."""
+
+    facts: str
+    study: str
+    arms: list[tuple[str, str, list[tuple[str, str]]]]
+
+
+def appendix_model(data: dict[str, Any]) -> AppendixModel:
+    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    arms = []
+    for arm, info in data.get("arms", {}).items():
+        stages = [
+            (f"{run['dir']}/{stage}", _settings_text(s.get("config", {})))
+            for run in info.get("runs", [])
+            for stage, s in run.get("stages", {}).items()
+        ]
+        arms.append((arm, str(info.get("source")), stages))
+    return AppendixModel(
+        f"Versions: {versions}. Device: {data.get('device')}.",
+        json.dumps(data.get("study", {}), indent=1, default=str),
+        arms,
+    )
+
+
+def _settings_text(config: dict[str, Any]) -> str:
+    return " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
 
 
 def intro_items(data: dict[str, Any]) -> list[tuple[str, Any]]:

@@ -119,7 +119,8 @@ class _Clock:
         before it took; a stage not seen yet as the mean of the other evaluation stages seen
         (a resumable training, a pre-training ten times longer, would make the first
         estimates absurd). None until that can be said."""
-        evals = [t for name, ts in self.ran.items() if not STAGES[name].resumes for t in ts]
+        long = {name for name, s in STAGES.items() if s.resumes}
+        evals = [t for name, ts in self.ran.items() if name not in long for t in ts]
         total = 0.0
         for q in rest:
             if q.stage in self.ran:

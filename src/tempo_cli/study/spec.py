@@ -144,7 +144,7 @@ def parse_study(data: dict[str, Any], origin: str, name: Any, device: str | None
     name = str(name)
     need(bool(_SAFE_NAME.match(name)), "name", name, "letters, digits, . _ - (a folder name)")
     top = _top_values(data, device)
-    arms = parse_arms(data, top)
+    arms = parse_arms(data)
     baseline = pick_baseline(data.get("baseline"), arms)
     study = Study(
         name=name,

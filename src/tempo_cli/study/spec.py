@@ -4,7 +4,9 @@ A study file (TOML; a preset is one shipped in `study/presets/`) holds top-level
 (`name`, `data`, `labelled`, `backbone`, `image_size`, `seed`, `device`, `stages`,
 `baseline`, `classifier_samples_pc`), a `[pretrain]` table shared by every pre-training
 arm, one `[arms.NAME]` table per arm, and one table per stage (`[linear]`, `[knn]`, ...)
-of options of that stage's command. `load_study` validates all of it before anything is
+of options of that stage's command (the stages and their tables: `stages.STAGES`).
+`load_study` checks every key and the top-level values; `runner.plan_study` builds every
+stage's settings, the one check of the stages' values. Both run before anything is
 written: a bad key or value is a UsageError (exit 2) naming the key, an unreadable
 checkpoint a TempoError (exit 1).
 """

@@ -13,6 +13,7 @@ from typing import Any
 
 from tempo_cli.data.labelled_data import LabelledData, open_labelled
 from tempo_cli.data.manifest import write_manifest
+from tempo_cli.data.near_copies import check_and_warn
 from tempo_cli.report.progress import log
 from tempo_cli.settings.data import DataSplitSettings
 
@@ -45,7 +46,8 @@ def run_data_split(settings: DataSplitSettings) -> dict[str, Any]:
     run = RunDir(settings)
     run.save_config(settings)
     write_manifest(out, rows)
-    metrics = run.update_metrics(data=data.describe(), manifest=str(out))
+    copies = check_and_warn(data)
+    metrics = run.update_metrics(data=data.describe(), manifest=str(out), near_copies=copies)
     run.close()
     for line in summary_lines(data):
         log(line, settings.quiet)

@@ -107,6 +107,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     """Evaluate every (checkpoint, samples per class) pair with the protocol of `settings`;
     returns the metrics dict."""
     from tempo_cli.data.labelled_data import open_labelled
+    from tempo_cli.data.near_copies import check_and_warn
     from tempo_cli.report.run_dir import RunDir
     from tempo_cli.runtime import resolve_device
 
@@ -121,7 +122,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
 
     run = RunDir(settings)
     run.save_config(settings)
-    run.update_metrics(data_split=root.describe())
+    run.update_metrics(data_split=root.describe(), near_copies=check_and_warn(root))
     _list_labelled_files(run, root, labels)
     results: list[dict[str, Any]] = []
     curves: list[CurveResult] = []

@@ -151,3 +151,20 @@ def test_feature_cache_key_follows_the_split(forms: dict[str, Path]) -> None:
     seed1 = open_labelled(forms["tree"], SplitOptions(seed=1))
     other = FeatureSource("r18-cache-key", lambda: net, seed1, recipe).pair("train")
     assert not any(fs.cached for fs in other)  # a new seed: new files, never stale features
+
+
+def test_pretrain_monitor_plans_on_a_tree_and_a_manifest(
+    forms: dict[str, Path], tmp_path: Path
+) -> None:
+    from tempo_cli.pretrain.monitor import plan_monitor
+    from tempo_cli.settings import load_settings
+    from tempo_cli.settings.pretrain import PretrainSettings
+
+    for form, data in forms.items():
+        s = load_settings(
+            PretrainSettings,
+            {"data": str(tmp_path), "monitor_data": str(data), "monitor_samples_pc": 1},
+        )
+        plan = plan_monitor(s, tmp_path)
+        assert plan.kind == "knn" and str(plan.root) == str(data) and plan.root.form == form
+        assert plan.selected_on == "val"  # the made split has a val

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exc
 
 from tempo_cli import __version__
+from tempo_cli.cli.data import data_app
 from tempo_cli.cli.download import download
 from tempo_cli.cli.evaluate import eval_app
 from tempo_cli.cli.explain import explain_app
@@ -75,6 +76,7 @@ app.command("export")(export)
 app.command("pretrain")(pretrain)
 app.command("segment")(segment)
 app.command("study")(study)
+app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 app.add_typer(explain_app, name="explain")
 

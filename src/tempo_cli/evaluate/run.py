@@ -108,14 +108,15 @@ def _image_size(settings: EvalSettings, ck: Checkpoint) -> int:
 def run_eval(settings: EvalSettings) -> dict[str, Any]:
     """Evaluate every (checkpoint, samples per class) pair with the protocol of `settings`;
     returns the metrics dict."""
-    from tempo_cli.data.datasets import resolve_dataset
+    from tempo_cli.data.labelled_data import open_labelled
+    from tempo_cli.data.near_copies import check_and_warn
     from tempo_cli.report.run_dir import RunDir
     from tempo_cli.runtime import resolve_device
 
     started = time.perf_counter()
     protocol = protocol_for(settings)
     device = resolve_device(settings.device)
-    root = resolve_dataset(settings.data)
+    root = open_labelled(settings.data, settings.split_options())
     labels = resolve_labels(settings, root)
     val_split = selection_split(root)
     checkpoints = [Checkpoint(p, settings.backbone, settings.seed) for p in settings.path]
@@ -123,6 +124,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
 
     run = RunDir(settings)
     run.save_config(settings)
+    run.update_metrics(data_split=root.describe(), near_copies=check_and_warn(root))
     _list_labelled_files(run, root, labels)
     results: list[dict[str, Any]] = []
     curves: list[CurveResult] = []

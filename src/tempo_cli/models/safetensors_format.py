@@ -102,12 +102,14 @@ def _what_it_is(path: Path) -> str:
     return "it is not a safetensors file (refused)"
 
 
-def read_safetensors(path: Path) -> SafetensorsFile:
+def read_safetensors(path: Path, tensors: bool = True) -> SafetensorsFile:
     """Read a safetensors file (memory-mapped) -> SafetensorsFile.
 
-    Raises TempoError naming the file when its bytes are not safetensors (nothing is
+    `tensors=False` reads the header alone (the metadata; no tensor is read). Raises
+    TempoError naming the file when its bytes are not safetensors (nothing is
     unpickled), or when it is truncated or corrupt.
     """
+    want = tensors
     from safetensors import SafetensorError, safe_open
 
     if not looks_like_safetensors(path):
@@ -120,14 +122,27 @@ def read_safetensors(path: Path) -> SafetensorsFile:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - not a dict
+            names = list(f.keys()) if want else []
+            found = {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise TempoError(
             f"cannot load checkpoint {path}: truncated or corrupt safetensors file ({first}); "
             "export it again"
         ) from None
-    return SafetensorsFile(tensors, metadata)
+    return SafetensorsFile(found, metadata)
+
+
+def is_safetensors_checkpoint(path: Path) -> bool:
+    """True when `path` is read as safetensors: a model folder, a `.safetensors` name, or
+    safetensors bytes under another name (so no caller ever torch.loads it)."""
+    return path.is_dir() or path.suffix.lower() == SUFFIX or looks_like_safetensors(path)
+
+
+def recorded_image_size(path: Path) -> int | None:
+    """The input side a safetensors file or model folder records (its header alone), or
+    None; TempoError as `read_safetensors` / `folder_weights` for a bad one."""
+    return read_safetensors(folder_weights(path) if path.is_dir() else path, False).image_size()
 
 
 # --- model folders -----------------------------------------------------------------------

@@ -306,3 +306,7 @@ def test_model_dir_name_and_study_checkpoint_arm_read_a_folder(
     (tmp_path / "s.toml").write_text(text)
     study = load_study(config=tmp_path / "s.toml")
     assert Path(study.arm("mine").checkpoint) == exported["folder"].resolve()
+    # its stages' fingerprints hash the folder's weights (a rerun skips, new weights rerun)
+    from tempo_cli.study.fingerprint import file_hash
+
+    assert file_hash(exported["folder"]) == file_hash(exported["folder"] / "model.safetensors")

@@ -181,7 +181,9 @@ def _hostile(marker: Path) -> object:
 
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["torch-zip", "legacy-pickle"])
-def test_renamed_torch_file_refused_unpickled(cli, tmp_path: Path, zip_format: bool) -> None:
+def test_renamed_torch_file_refused_unpickled(
+    cli, tmp_path: Path, demo_root: Path, zip_format: bool
+) -> None:
     marker = tmp_path / "ran"
     bad = tmp_path / "model.safetensors"
     torch.save(_hostile(marker), bad, _use_new_zipfile_serialization=zip_format)
@@ -191,7 +193,7 @@ def test_renamed_torch_file_refused_unpickled(cli, tmp_path: Path, zip_format: b
         r = cli("export", "--path", path, "--format", "torchvision", "--out", tmp_path / "o.pth")
         assert r.code == 1 and r.err.count("\n") == 1, r.err
         assert "renamed (refused, not unpickled)" in r.err and str(path) in r.err
-    r = cli("eval", "knn", "--path", bad, "--data", "demo", "--samples-pc", "1")
+    r = cli("eval", "knn", "--path", bad, "--data", demo_root, "--samples-pc", "1")
     assert r.code == 1 and "not unpickled" in r.err
     assert not marker.exists() and not (tmp_path / "o.pth").exists()
 
@@ -286,6 +288,7 @@ def test_study_arm_card(cli, exported: dict[str, Path], tmp_path: Path) -> None:
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         evaluation = json.loads(f.metadata()["evaluation"])
     assert evaluation["arm"] == "tempo" and evaluation["tables"][0]["cells"]["1"]["mean"] == 0.5
+    assert "model_path" not in evaluation  # no path of the exporter's disk in the header
     r = cli("export", "--study", study, "--arm", "nope", "--format", "folder", "--out", out)
     assert r.code == 2 and "tempo, random" in r.err
     r = cli("export", "--study", study, "--arm", "tempo", "--format", "torchvision", "--out", out)

@@ -71,7 +71,9 @@ def header_metadata(model: LoadedModel, source: ExportSource) -> dict[str, str]:
         if isinstance(model.meta.get(key), int):
             meta[key] = str(model.meta[key])
     if source.evaluation is not None:
-        meta["evaluation"] = json.dumps(asdict(source.evaluation), sort_keys=True)
+        record = asdict(source.evaluation)
+        record.pop("model_path")  # a path on the exporter's disk says nothing to a reader
+        meta["evaluation"] = json.dumps(record, sort_keys=True)
     return meta
 
 

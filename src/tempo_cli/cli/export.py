@@ -17,12 +17,15 @@ def export(
     ] = None,
     out: Annotated[Path | None, option(ExportSettings, "out")] = None,
     backbone: Annotated[str | None, option(ExportSettings, "backbone")] = None,
+    study: Annotated[str | None, option(ExportSettings, "study")] = None,
+    arm: Annotated[str | None, option(ExportSettings, "arm")] = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a checkpoint as a torchvision state dict, a detectron2 .pkl or a reference file."""
+    """Write a checkpoint as a torchvision state dict, a detectron2 .pkl, a reference file,
+    safetensors, or a model folder (model.safetensors + config.json + model card)."""
     values: dict[str, Any] = dict(locals())
 
     from tempo_cli.models.export import run  # lazy: keeps `tempo --help` free of torch

@@ -164,7 +164,7 @@ def noise_model(table: dict[str, Any]) -> TableModel:
 
 def lrp_model(table: dict[str, Any]) -> TableModel:
     rows = [RowModel(r["arm"], "lrp", [_value("accuracy", r["accuracy"])]) for r in table["rows"]]
-    caption = "Test accuracy of each arm's classifier explained by LRP."
+    caption = "Test accuracy of the classifier of each arm, the one LRP explains."
     return TableModel("lrp", ["arm", "classifier accuracy"], rows, caption)
 
 

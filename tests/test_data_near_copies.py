@@ -16,6 +16,7 @@ from tempo_cli.data.labelled_data import open_labelled
 from tempo_cli.data.manifest import write_manifest
 from tempo_cli.data.near_copies import (
     THRESHOLD,
+    check_against_frames,
     check_splits,
     compare,
     thumbnails,
@@ -66,3 +67,17 @@ def test_planted_copy_is_found_and_reported(cli, asl_sample: Path, tmp_path: Pat
 def test_demo_has_no_near_copies(demo_root: Path) -> None:
     results = check_splits(open_labelled(demo_root))
     assert [(r.split, r.checked, r.found) for r in results] == [("val", 240, 0), ("test", 480, 0)]
+
+
+def test_test_images_against_decoded_frames(asl_sample: Path) -> None:
+    from tempo_cli.data.frames import load_uint8
+
+    data = open_labelled(asl_sample / "test")
+    test = data.files("test")
+    others = [e.path for e in data.entries() if e.split == "train"][:30]
+    frames = torch.stack([load_uint8(p, 64) for p in others])
+    clean = check_against_frames(data, frames, chunk=7)
+    assert (clean.checked, clean.found) == (24, 0)
+    planted = torch.cat([frames, load_uint8(test.paths[5], 64)[None]])
+    hit = check_against_frames(data, planted, chunk=7)
+    assert hit.found == 1 and hit.examples[0][1] == "frame 30" and hit.against.startswith("pre")

@@ -33,7 +33,7 @@ from tempo_cli.errors import Interrupted, TempoError, UsageError
 
 #: The commands in the order of the work, as `tempo --help` lists them: the whole
 #: comparison first, then its steps.
-ORDER = ("study", "download", "pretrain", "eval", "explain", "segment", "export")
+ORDER = ("study", "download", "data", "pretrain", "eval", "explain", "segment", "export")
 HELP_OPTIONS = ["-h", "--help"]
 
 

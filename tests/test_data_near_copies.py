@@ -81,3 +81,19 @@ def test_test_images_against_decoded_frames(asl_sample: Path) -> None:
     planted = torch.cat([frames, load_uint8(test.paths[5], 64)[None]])
     hit = check_against_frames(data, planted, chunk=7)
     assert hit.found == 1 and hit.examples[0][1] == "frame 30" and hit.against.startswith("pre")
+
+
+def test_data_check_finds_a_test_photo_among_video_frames(
+    cli, asl_sample: Path, tmp_path: Path, write_frames
+) -> None:
+    data = open_labelled(asl_sample / "test")
+    frames = write_frames(tmp_path / "video", 12, size=64)
+    victim = data.files("test").paths[3]
+    Image.open(victim).convert("RGB").resize((64, 64)).save(frames / "0005.png")  # a frame
+    r = cli("data", "check", asl_sample / "test", "--frames", frames, "--quiet", "--name", "c")
+    assert r.code == 0, r.err
+    assert r.err.count("\n") == 1 and "near-copies in pre-training frames: 1 of 24 test" in r.err
+    m = json.loads((Path(os.environ["TEMPO_RUNS_DIR"]) / "c" / "metrics.json").read_text())
+    assert m["frames"]["found"] == 1 and m["frames"]["frames"] == 12
+    assert m["frames"]["examples"][0][:2] == [victim.relative_to(data.base).as_posix(), "frame 5"]
+    assert m["data"]["form"] == "tree" and [c["found"] for c in m["near_copies"]] == [0, 0]

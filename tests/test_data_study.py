@@ -84,3 +84,22 @@ def test_study_on_videos_and_a_class_folder_tree(cli, asl_sample: Path, tmp_path
     assert "0 of 24 test images have a near-copy in pre-training frames" in section
     assert "| all classes | 72 | 24 | 24 |" in section.replace("  ", " ")
     assert "Data" in (study_dir / "report.html").read_text()
+
+
+def test_study_split_keys_are_top_level_and_labelled_is_checked_first(
+    cli, asl_sample: Path, tmp_path: Path
+) -> None:
+    base = STUDY.format(videos=tmp_path, labelled=asl_sample / "test")
+    config = tmp_path / "bad.toml"
+    config.write_text(base.replace("[linear]\n", "[linear]\nsplit_seed = 3\n"))
+    r = cli("study", "--config", config)
+    assert r.code == 2 and "[linear] split_seed" in r.err
+    config.write_text(base.replace("split_seed = 2", 'split_fractions = "0.5,0.5"'))
+    r = cli("study", "--config", config)
+    assert r.code == 2 and "split_fractions" in r.err
+    manifest = tmp_path / "labels.csv"
+    manifest.write_text(f"path,label\n{asl_sample / 'test/A/IMG_0217.png'},A\nnope.png,B\n")
+    config.write_text(STUDY.format(videos=tmp_path, labelled=manifest))
+    r = cli("study", "--config", config)
+    assert r.code == 2 and "line 3: file not found: nope.png" in r.err
+    assert not (Path(os.environ["TEMPO_RUNS_DIR"]) / "bad").exists()  # nothing written

@@ -313,3 +313,13 @@ def test_model_dir_name_and_study_checkpoint_arm_read_a_folder(
     from tempo_cli.study.fingerprint import file_hash
 
     assert file_hash(exported["folder"]) == file_hash(exported["folder"] / "model.safetensors")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
+def test_timm_and_torchvision_key_names_are_the_same(arch: str) -> None:
+    """What lets one file serve both: timm's ResNet without its classifier has exactly
+    torchvision's keys and shapes minus `fc.*` (built on the meta device: no weights)."""
+    with torch.device("meta"):
+        ours = build_resnet(arch).state_dict()
+        timm_state = timm.create_model(arch, pretrained=False, num_classes=0).state_dict()
+    assert {k: v.shape for k, v in timm_state.items()} == {k: v.shape for k, v in ours.items()}

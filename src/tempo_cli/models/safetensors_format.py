@@ -117,7 +117,10 @@ def read_safetensors(path: Path, tensors: bool = True) -> SafetensorsFile:
             why = _what_it_is(path)
         except OSError as e:
             raise TempoError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-        hint = "; save it with `tempo export --format safetensors`, or give the torch file"
+        hint = (
+            "; if it is a torch file, name it .pt (read with weights_only), or convert it "
+            "with `tempo export --format safetensors`"
+        )
         raise TempoError(f"cannot load checkpoint {path}: {why}{hint}")
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -24,8 +24,10 @@ def export(
     debug: DebugOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a checkpoint as a torchvision state dict, a detectron2 .pkl, a reference file,
-    safetensors, or a model folder (model.safetensors + config.json + model card)."""
+    """Write a checkpoint as safetensors, a model folder, torchvision or detectron2 weights.
+
+    A model folder holds model.safetensors, a timm config.json and a model card; --format
+    reference writes the reference study's classifier layout."""
     values: dict[str, Any] = dict(locals())
 
     from tempo_cli.models.export import run  # lazy: keeps `tempo --help` free of torch

@@ -61,6 +61,7 @@ def tiny(data: Path | str, **over: Any) -> PretrainSettings:
         "device": "cpu",
         "name": "t",
         "monitor_samples_pc": 2,
+        "monitor_budget": 1.0,  # tiny data: every epoch measured (the default is 5%)
     }
     values.update(over)
     return load_settings(PretrainSettings, values)
@@ -306,3 +307,56 @@ def test_two_processes_rank0_monitors_and_weights_stay_equal(root: Path, tmp_pat
     assert all("knn" in e["monitor"] for e in metrics["epochs"])
     assert (run0 / "best.pt").is_file() and metrics["best"]["epoch"] >= 1
     assert not (tmp_path / "runs1").exists() or not any((tmp_path / "runs1").rglob("*"))
+
+
+def test_budget_sizes_the_sample_and_interval_from_the_data() -> None:
+    from tempo_cli.pretrain.monitor_budget import MAX_PAIRS, MIN_PAIRS, TRAIN_COST, size_monitor
+
+    def share_ok(size, pairs_per_epoch: int, epochs: int, labelled: int) -> float:
+        passes = sum(size.measures(e, epochs) for e in range(1, epochs + 1))
+        return passes * (2 * size.pairs + labelled) / (TRAIN_COST * pairs_per_epoch * epochs)
+
+    # the demo (3840 frames, 4 epochs; train-5 + test + val = 840 images): every epoch
+    demo = size_monitor(pairs_per_epoch=3840, epochs=4, labelled_images=840, budget=0.05)
+    assert demo.labelled and demo.every == 1 and MIN_PAIRS <= demo.pairs < MAX_PAIRS
+    assert demo.share == pytest.approx(share_ok(demo, 3840, 4, 840)) and demo.share <= 0.05
+    # a 512-frame clip without labels: a smaller sample, still every epoch, under 5%
+    clip = size_monitor(pairs_per_epoch=512, epochs=1, labelled_images=0, budget=0.05)
+    assert not clip.labelled and clip.every == 1 and clip.share <= 0.05
+    assert clip.pairs < MAX_PAIRS
+    # plenty of frames: the full sample
+    big = size_monitor(pairs_per_epoch=100_000, epochs=2, labelled_images=840, budget=0.05)
+    assert big.pairs == MAX_PAIRS and big.every == 1
+    # labelled images weigh more than one epoch allows: measured every k epochs and the last
+    sparse = size_monitor(pairs_per_epoch=3840, epochs=10, labelled_images=2000, budget=0.05)
+    assert sparse.labelled and sparse.every > 1 and sparse.share <= 0.05
+    assert sparse.measures(10, 10) and not sparse.measures(1, 10)
+    # one epoch: the labelled pass does not fit -> auto keeps the label-free signals only
+    one = size_monitor(pairs_per_epoch=3840, epochs=1, labelled_images=2000, budget=0.05)
+    assert not one.labelled and one.every == 1 and one.share <= 0.05
+    # ... unless asked for (explicit --monitor knn): once, at the last epoch
+    asked = size_monitor(
+        pairs_per_epoch=3840, epochs=3, labelled_images=9000, budget=0.05, insist=True
+    )
+    assert asked.labelled and asked.every == 3 and asked.share > 0.05
+    # nothing fits (48 frames): no pass at all
+    none = size_monitor(pairs_per_epoch=48, epochs=2, labelled_images=21, budget=0.05)
+    assert none.every == 0 and not none.measures(2, 2) and none.share == 0
+
+
+def test_default_budget_on_tiny_data_is_said_and_recorded(root: Path) -> None:
+    from tempo_cli.data.sequences import load_frame_store
+    from tempo_cli.pretrain.monitor_plan import size_line, sized_plan
+
+    store = load_frame_store(root / "frames", 32, quiet=True)
+    s = tiny(root, monitor_budget=0.05)  # the default: 48 frames are too few for any pass
+    plan, size = sized_plan(s, root / "frames", store)
+    assert plan.kind == "none" and plan.dropped == "knn" and size.every == 0
+    assert "over the budget" in plan.line() and "--monitor-budget 0.05" in size_line(size, s)
+    s = tiny(root, monitor="knn", monitor_budget=0.05)  # asked for: once, at the last epoch
+    plan, size = sized_plan(s, root / "frames", store)
+    assert plan.kind == "knn" and size.every == s.epochs and size.labelled
+    s = tiny(root, monitor_budget=0.5, epochs=6)
+    plan, size = sized_plan(s, root / "frames", store)
+    assert plan.kind == "knn" and size.share <= 0.5
+    assert "label-free pairs" in size_line(size, s)

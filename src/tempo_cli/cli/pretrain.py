@@ -60,6 +60,7 @@ def pretrain(
     monitor_samples_pc: Annotated[int | None, _opt("monitor_samples_pc", panel=_MONITOR)] = None,
     monitor_every: Annotated[int | None, _opt("monitor_every", panel=_MONITOR)] = None,
     monitor_pairs: Annotated[int | None, _opt("monitor_pairs", panel=_MONITOR)] = None,
+    monitor_budget: Annotated[float | None, _opt("monitor_budget", panel=_MONITOR)] = None,
     keep: Annotated[str | None, _opt("keep", panel=_MONITOR)] = None,
     resume: Annotated[Path | None, _opt("resume", panel=_RUN)] = None,
     device: Annotated[str | None, _opt("device", panel=_RUN)] = None,

@@ -14,6 +14,9 @@ backbone, with the same code as `tempo eval` (no second implementation):
   generator): RankMe and feature std of the backbone and projector outputs, and the
   Barlow Twins loss terms on those pairs (pretrain.label_free), in eval mode.
 
+How much is measured by default is sized to `--monitor-budget` (pretrain.monitor_budget,
+pretrain.monitor_plan): the label-free sample and the epochs measured.
+
 Monitoring never changes training: features are computed on copies in eval mode under
 no_grad (`extract_features` deep-copies the backbone), so BatchNorm statistics, train
 mode and every RNG stay as they were. The best epoch (`--keep best`) is chosen on val/
@@ -30,18 +33,24 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tempo_cli.data.datasets import resolve_dataset
-from tempo_cli.data.labelled_data import detect_form, open_labelled
 from tempo_cli.data.sequences import FrameStore
-from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.evaluate.batchnorm import extract_features
-from tempo_cli.evaluate.features import TEST_SPLIT, FeatureRecipe, FeatureSource
+from tempo_cli.evaluate.features import FeatureRecipe, FeatureSource
 from tempo_cli.evaluate.splits import feature_splits
-from tempo_cli.evaluate.train_labels import resolve_training_labels, selection_split
+from tempo_cli.evaluate.train_labels import resolve_training_labels
 from tempo_cli.pretrain.batches import PairSampler
 from tempo_cli.pretrain.distributed import DistInfo
-from tempo_cli.pretrain.final import find_labelled_root
 from tempo_cli.pretrain.label_free import barlow_terms, collapse_warning, feature_std, rankme
+from tempo_cli.pretrain.monitor_budget import (
+    MAX_PAIRS,
+    MonitorSize,
+)
+from tempo_cli.pretrain.monitor_plan import (  # noqa: F401 (plan_monitor: public here too)
+    MonitorPlan,
+    plan_monitor,
+    size_line,
+    sized_plan,
+)
 from tempo_cli.pretrain.step import TwinModel
 from tempo_cli.report.progress import log
 from tempo_cli.settings.evaluate import EvalKnnSettings, EvalLinearSettings
@@ -61,94 +70,6 @@ PAIR_BATCH = 256
 _PAIR_STREAM = 0x3D_0A17
 
 
-@dataclass(frozen=True)
-class MonitorPlan:
-    """What is monitored: `kind` (knn|linear|none), on `root` (None for none), choosing the
-    best on `selected_on` (val, test, or rankme without labels)."""
-
-    kind: str
-    root: Path | None
-    samples_pc: int
-    selected_on: str
-
-    @property
-    def metric(self) -> str | None:
-        """The accuracy key of a record (knn, linear), None without labels."""
-        return None if self.kind == "none" else self.kind
-
-    @property
-    def val_split(self) -> str | None:
-        """The split the best epoch is chosen on when it is not test (val), else None."""
-        return "val" if self.selected_on == "val" else None
-
-    @property
-    def selection_key(self) -> str:
-        """The record key the best epoch is chosen by: the accuracy on val when there is
-        one (`knn_val`), else on test (`knn`); `rankme` without labels."""
-        if self.metric is None:
-            return "rankme"
-        return f"{self.metric}_val" if self.val_split else self.metric
-
-    def describe(self) -> dict[str, Any]:
-        """metrics.json's `monitor` entry."""
-        return {
-            "kind": self.kind,
-            "data": None if self.root is None else str(self.root),
-            "samples_pc": None if self.root is None else self.samples_pc,
-            "selected_on": self.selected_on,
-        }
-
-    def line(self) -> str:
-        """The one line said at start."""
-        if self.root is None:
-            return "monitor: label-free signals only (no labelled splits; --monitor-data ROOT)"
-        return (
-            f"monitor: {self.kind} on {self.root} ({self.samples_pc} per class, scored on "
-            f"test, best chosen on {self.selected_on})"
-        )
-
-
-def _other_form(where: Path) -> bool:
-    """A manifest, or a folder of class folders (`data.labelled_data`'s other forms)."""
-    if where.is_file() or not where.is_dir():
-        return where.is_file()
-    return detect_form(where) == "tree" and any(p.is_dir() for p in where.iterdir())
-
-
-def plan_monitor(s: PretrainSettings, data_path: Path) -> MonitorPlan:
-    """Resolve `--monitor auto` (knn when the monitor data has labelled splits, else none)
-    and `--monitor-data` (default: the dataset root). UsageError for knn/linear without
-    labelled splits."""
-    where = data_path if s.monitor_data is None else resolve_dataset(s.monitor_data)
-    root: Any = find_labelled_root(where)
-    if root is None and s.monitor_data is not None and _other_form(where):
-        root = open_labelled(where, option="--monitor-data")  # a tree or a manifest
-    kind = s.monitor if s.monitor != "auto" else ("knn" if root is not None else "none")
-    if kind != "none" and root is None:
-        option = "--monitor-data" if s.monitor_data is not None else "--monitor"
-        value = s.monitor_data if s.monitor_data is not None else kind
-        raise UsageError(
-            option,
-            value,
-            f"labelled splits (train/ or train-N/, and test/) in {where}; give "
-            "--monitor-data ROOT or --monitor none",
-        )
-    if root is not None and s.monitor == "auto":
-        try:  # auto falls back to label-free when the labels do not fit the option
-            resolve_training_labels(root, s.monitor_samples_pc, seed=s.seed)
-        except (UsageError, TempoError):
-            root, kind = None, "none"
-    elif root is not None and kind != "none":
-        try:  # an explicit knn/linear: say now, before training, if the labels do not fit
-            resolve_training_labels(root, s.monitor_samples_pc, seed=s.seed)
-        except UsageError as e:  # it names --samples-pc: the option here is ours
-            raise UsageError("--monitor-samples-pc", s.monitor_samples_pc, e.allowed) from None
-    if root is None:
-        return MonitorPlan("none", None, s.monitor_samples_pc, "rankme")
-    selected = "val" if selection_split(root) else TEST_SPLIT
-    return MonitorPlan(kind, root, s.monitor_samples_pc, selected)
-
-
 class Monitor:
     """Measures one twin model (rank 0 only); see the module docstring."""
 
@@ -159,12 +80,15 @@ class Monitor:
         twin: TwinModel,
         store: FrameStore,
         device: torch.device,
+        pairs: int | None = None,
     ) -> None:
+        """`pairs`: the label-free sample (default --monitor-pairs, else MAX_PAIRS)."""
         self.plan, self.twin, self.device = plan, twin, device
         self.loss_std, self.seed = s.loss_std, s.seed
         anchors, partners = PairSampler.of(s, store).epoch(0)  # all pairs: rank 0 of 1
         g = torch.Generator().manual_seed(s.seed + _PAIR_STREAM)  # never the global RNG
-        pick = torch.randperm(len(anchors), generator=g)[: s.monitor_pairs]
+        size = pairs or s.monitor_pairs or MAX_PAIRS
+        pick = torch.randperm(len(anchors), generator=g)[:size]
         # uint8 (P, 3, S, S) each: the anchors' and partners' frames, fixed for the run
         self.x_a, self.x_b = store.frames[anchors[pick]], store.frames[partners[pick]]
         self.source: FeatureSource | None = None
@@ -303,9 +227,11 @@ class MonitorHooks:
         dinfo: DistInfo,
         writer: SummaryWriter | None,
         best: BestSoFar,
+        size: MonitorSize,
+        epochs: int,
     ) -> None:
         self.plan, self.monitor, self.dinfo, self.writer = plan, monitor, dinfo, writer
-        self.best = best
+        self.best, self.size, self.epochs = best, size, epochs
         self.last_accuracy: float | None = None
 
     @classmethod
@@ -314,12 +240,14 @@ class MonitorHooks:
         (`setup.saved_best`: last.pt's, on resume); metrics.json gets the plan and, on
         resume, the `--monitor-every` history and the best so far back."""
         s, dinfo = setup.settings, setup.dinfo
-        plan = plan_monitor(s, setup.data_path)
-        log(plan.line(), setup.quiet)
-        rundir.update_metrics(monitor=plan.describe())
-        monitor = Monitor(plan, s, setup.twin, setup.store, setup.device) if dinfo.is_main else None
+        plan, size = sized_plan(s, setup.data_path, setup.store, dinfo.world_size)
+        log(f"{plan.line()}; {size_line(size, s)}", setup.quiet)
+        rundir.update_metrics(monitor={**plan.describe(), **size.describe()})
+        monitor = None
+        if dinfo.is_main and size.every > 0:
+            monitor = Monitor(plan, s, setup.twin, setup.store, setup.device, size.pairs)
         best = BestSoFar.from_dict(setup.saved_best)
-        hooks = cls(plan, monitor, dinfo, rundir.tensorboard(), best)
+        hooks = cls(plan, monitor, dinfo, rundir.tensorboard(), best, size, s.epochs)
         if setup.history:
             rundir.update_metrics(monitor_steps=setup.history)
         if hooks.best.epoch > 0 and s.keep == "best":
@@ -342,7 +270,10 @@ class MonitorHooks:
         return record
 
     def epoch_end(self, epoch: int, step: int) -> tuple[dict[str, float] | None, bool]:
-        """(the record of finished epoch `epoch` (1-based), whether it is the best so far)."""
+        """(the record of finished epoch `epoch` (1-based), whether it is the best so far);
+        (None, False) for an epoch the budget leaves unmeasured (on every rank alike)."""
+        if not self.size.measures(epoch, self.epochs):
+            return None, False
         record = self.measure(step)
         if record is None or self.monitor is None:
             return record, False

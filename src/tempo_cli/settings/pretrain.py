@@ -115,11 +115,21 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
     monitor_every: int | None = Field(
         None, ge=1, description="Also monitor every N steps (besides each epoch end)."
     )
-    monitor_pairs: int = Field(
-        512,
+    monitor_pairs: int | None = Field(
+        None,
         ge=2,
         description="Fixed seeded sample of training pairs for the label-free signals (RankMe, "
-        "feature std, Barlow Twins terms).",
+        "feature std, Barlow Twins terms); default: sized to --monitor-budget (64 to 512).",
+    )
+    monitor_budget: float = Field(
+        0.05,
+        gt=0,
+        le=1,
+        description="Share of the training time the monitor may take, estimated before "
+        "training from the frames, steps and labelled images: the label-free sample and "
+        "the epochs measured (every k and the last) are sized to it; kNN/linear of --monitor "
+        "auto are dropped when one pass does not fit. An explicit --monitor knn|linear, "
+        "--monitor-pairs, --monitor-every or --keep best is measured at least once.",
     )
     keep: Literal["final", "best"] = Field(
         "final",

@@ -336,7 +336,7 @@ def test_a_stage_that_swallowed_ctrl_c_is_not_recorded_complete(tmp_path: Path) 
 
 
 def test_time_left_counts_each_stage_as_that_stage_took() -> None:
-    from tempo_cli.study.runner import PlannedStage, _Clock
+    from tempo_cli.study.runner import Clock, PlannedStage
     from tempo_cli.study.spec import Arm
     from tempo_cli.study.stages import STAGES
 
@@ -345,7 +345,7 @@ def test_time_left_counts_each_stage_as_that_stage_took() -> None:
         PlannedStage(STAGES[s], arm, None, Path("."), None)  # type: ignore[arg-type]
         for s in ("pretrain", "linear", "knn", "pretrain", "linear", "knn")
     ]
-    clock = _Clock()
+    clock = Clock()
     assert clock.left(plan) is None  # nothing ran: no estimate
     clock.ran = {"pretrain": [100.0]}
     assert clock.left(plan[1:]) is None  # no evaluation stage ran yet

@@ -10,6 +10,8 @@
    reruns from scratch. Ctrl-C leaves the running stage incomplete (exit 130).
 4. Collect every number into `study.json`, write report.html and report.md, print the
    headline table.
+
+Under `torchrun` the units of the plan spread over the processes (study.farm).
 """
 
 from __future__ import annotations
@@ -62,9 +64,16 @@ def run_study(settings: StudySettings) -> dict[str, Any]:
     plan = plan_study(study, settings.quiet, settings.debug)
     forced = _forced(settings.force, plan)
     study_dir = places.runs_dir() / study.name
-    atomic.write_text(study_dir / "study.toml", study.to_toml())
+    from tempo_cli.study.farm import FarmInfo, run_farm
+
+    farm = FarmInfo.from_env()  # under torchrun: the units spread over the processes
+    if farm is None or farm.rank == 0:
+        atomic.write_text(study_dir / "study.toml", study.to_toml())
     started = time.perf_counter()
-    run_plan(plan, forced, settings.quiet)
+    if farm is None:
+        run_plan(plan, forced, settings.quiet)
+    elif not run_farm(farm, plan, forced, settings.quiet):
+        return {}  # not rank 0: rank 0 writes study.json
     data = finish(study, study_dir, settings.quiet)
     log(f"study {study.name} done in {_clock(time.perf_counter() - started)}", settings.quiet)
     return data
@@ -103,7 +112,7 @@ def _forced(force: list[str], plan: list[PlannedStage]) -> frozenset[str]:
 
 
 @dataclass
-class _Clock:
+class Clock:
     """Elapsed time and the estimate of the progress lines (from the stages that ran)."""
 
     started: float = field(default_factory=time.perf_counter)
@@ -149,7 +158,7 @@ def run_plan(plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> N
     Ctrl-C stops the study: at once (KeyboardInterrupt, or the stage's own clean stop),
     and at the latest when the stage it came in ends, should that stage have swallowed it.
     """
-    clock = _Clock()
+    clock = Clock()
     with InterruptSeen() as ctrl_c:
         for k, p in enumerate(plan, start=1):
             try:
@@ -166,11 +175,17 @@ def run_plan(plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> N
 
 
 def run_stage(
-    p: PlannedStage, force: bool, line: str, quiet: bool, ctrl_c: InterruptSeen | None = None
+    p: PlannedStage,
+    force: bool,
+    line: str,
+    quiet: bool,
+    ctrl_c: InterruptSeen | None = None,
+    rank: int = 0,
 ) -> float | None:
     """Skip, resume or run one stage; returns its wall time when it ran, None when skipped.
 
-    A stage that saw a Ctrl-C (`ctrl_c.seen`) is never recorded complete, even when its
+    `rank`: the process that runs it (study.farm), recorded in stage.json. A stage that saw
+    a Ctrl-C (`ctrl_c.seen`) is never recorded complete, even when its
     command swallowed the KeyboardInterrupt and returned: it raises KeyboardInterrupt."""
     stage = p.record
     key = fp.fingerprint(p.settings, stage.input_file(p.settings), places.runs_dir())
@@ -188,7 +203,9 @@ def run_stage(
         settings = settings.model_copy(update={"resume": last})
     elif p.folder.exists():
         shutil.rmtree(p.folder)  # changed settings or inputs, forced, or never finished
-    status = {"stage": p.stage, "arm": p.arm.name, "repeat": p.repeat, "fingerprint": key}
+    status = {
+        "stage": p.stage, "arm": p.arm.name, "repeat": p.repeat, "fingerprint": key, "rank": rank,
+    }  # fmt: skip
     fp.write_record(p.folder, {**status, "complete": False, "seconds": None})
     started = time.perf_counter()
     reason = stage.skip_reason(settings)

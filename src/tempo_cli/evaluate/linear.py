@@ -32,6 +32,7 @@ from tempo_cli.evaluate.linear_probe import (
     select_lr,
     train_probe_grid,
 )
+from tempo_cli.evaluate.predictions import Predictions
 from tempo_cli.evaluate.protocol import EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
 from tempo_cli.evaluate.train_labels import (
@@ -100,6 +101,8 @@ def _merge_runs(parts: list[ProbeResult]) -> ProbeResult:
     val = None if any(v is None for v in vals) else torch.cat(vals)  # type: ignore[arg-type]
     accuracy = torch.cat([p.accuracy for p in parts])
     return ProbeResult(
+        test_pred=_cat([p.test_pred for p in parts]),
+        val_pred=_cat([p.val_pred for p in parts]),
         accuracy=accuracy,
         weight=torch.cat([p.weight for p in parts]),
         bias=torch.cat([p.bias for p in parts]),
@@ -107,6 +110,10 @@ def _merge_runs(parts: list[ProbeResult]) -> ProbeResult:
         lr=parts[0].lr,
         val_accuracy=val,
     )
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return None if any(p is None for p in parts) else torch.cat(parts)  # type: ignore[arg-type]
 
 
 def _probes(
@@ -177,9 +184,18 @@ def linear_curves(
             lr=res.lr,
             val_accuracy=res.val_accuracy,
             selected=j == chosen,
+            predictions=_predictions(res, sets),
         )
         for j, res in enumerate(results)
     ]
+
+
+def _predictions(res: ProbeResult, sets: list[FeatureSet]) -> Predictions | None:
+    """The final heads' per-image predictions on test (and val), to keep."""
+    if res.test_pred is None:
+        return None
+    val_labels = sets[2].labels if len(sets) > 2 and res.val_pred is not None else None
+    return Predictions(res.test_pred, sets[1].labels, res.val_pred, val_labels)
 
 
 def evaluate_linear(

@@ -37,7 +37,7 @@ from tempo_cli.errors import TempoError
 
 if TYPE_CHECKING:
     from tempo_cli.evaluate.results import CurveResult
-    from tempo_cli.evaluate.train_labels import TrainingLabels
+    from tempo_cli.evaluate.train_labels import DataRoot, TrainingLabels
 
 #: The file beside metrics.json.
 PREDICTIONS_FILE = "predictions.npz"
@@ -115,16 +115,24 @@ class ResultPredictions:
         return self.test_pred == self.test_labels[None, :]
 
 
-def split_fingerprint(root: Path, split: str) -> str:
+def split_fingerprint(root: DataRoot, split: str) -> str:
     """sha256 (16 hex digits) of a split's file names and labels, in `list_split` order."""
     from tempo_cli.data.labelled import list_split
 
     files = list_split(root, split)
     text = "\n".join(
-        f"{p.relative_to(files.root).as_posix()}\t{files.class_names[int(y)]}"
+        f"{_name(p, files.root)}\t{files.class_names[int(y)]}"
         for p, y in zip(files.paths, files.labels.tolist(), strict=True)
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _name(path: Path, root: Path) -> str:
+    """`path` relative to the data's root where it lies below it (else as it is)."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def _labels_meta(labels: TrainingLabels, runs: int) -> dict[str, Any]:
@@ -147,7 +155,7 @@ class PredictionsFile:
     atomically, so an interrupted run keeps the predictions of the results it recorded.
     """
 
-    def __init__(self, path: Path, root: Path) -> None:
+    def __init__(self, path: Path, root: DataRoot) -> None:
         self.path = path
         self.test_files = split_fingerprint(root, "test")
         self.results: list[dict[str, Any]] = []

@@ -86,7 +86,19 @@ def accuracy_model(table: dict[str, Any], key: str) -> TableModel:
         "per class. Bold: the best per column"
         + (f"; +x: the gain in points over the baseline {base}." if base else ".")
     )
-    return TableModel(key, ["arm", *table["columns"]], rows, caption, "cell")
+    from tempo_cli.study.intervals import interval_items
+
+    # the headline's sentences open the report; the other tables' open their section
+    notes = tuple(table.get("intervals", {}).get("verdicts", [])) if key != "headline" else ()
+    return TableModel(
+        key,
+        ["arm", *table["columns"]],
+        rows,
+        caption,
+        "cell",
+        notes=notes,
+        listing=interval_items(table),
+    )
 
 
 def single_runs(table: dict[str, Any]) -> bool:

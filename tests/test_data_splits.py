@@ -192,11 +192,7 @@ def test_manifest_given_split_and_round_trip(tmp_path: Path) -> None:
         ("path,label\nimg/A0.png,A\nimg/nope.png,A\n", 3, "file not found: img/nope.png"),
         ("path,label,split\nimg/A0.png,A,train\nimg/A1.png,A,holdout\n", 3, "unknown split"),
         ("path,label\nimg/A0.png,A\nimg/A1.png,A,extra\n", 3, "3 fields, the header has 2"),
-        (
-            "path,label\nimg/A0.png,A\nimg/A0.png,A\n",
-            3,
-            "img/A0.png is listed twice \\(first on line 2\\)",
-        ),
+        ("path,label\nimg/A0.png,A\nimg/A0.png,A\n", 3, "img/A0.png is listed twice"),
         ("path,label,split\nimg/A0.png,A,train\nimg/A1.png,A,\n", 3, "no split"),
         ("file,label\nimg/A0.png,A\n", 1, "header"),
         ("path,label\n,A\n", 2, "empty path or label"),

@@ -464,3 +464,34 @@ def test_real_study_intervals_equal_a_recomputation_from_the_kept_predictions(
     assert md.index("**At 1 labelled image per class") < md.index("- origin:")
     assert "95% interval" in md and "Holm-corrected" in md
     _check_escaped(study_dir, data)
+
+
+def test_a_single_run_shows_no_spread_and_the_loss_ticks_whole_epochs() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tempo_cli.study import figures
+    from tempo_cli.study.report_models import accuracy_model
+
+    one = {"mean": 0.25, "std": 0.0, "n": 1}
+    table = {
+        "columns": ["1"],
+        "baseline": None,
+        "over": "1 probe run",
+        "rows": [{"arm": "a", "cells": {"1": one}, "gains": {"1": None}}],
+        "best": {"1": ["a"]},
+    }
+    model = accuracy_model(table, "knn")
+    assert model.rows[0].cells[0].text == "0.250"
+    assert "±" not in model.caption and "one probe run" in model.caption
+    table["rows"][0]["cells"]["1"] = {"mean": 0.25, "std": 0.01, "n": 2}
+    table["over"] = "2 probe runs"
+    model = accuracy_model(table, "knn")
+    assert model.rows[0].cells[0].text == "0.250 ± 0.010" and "± std" in model.caption
+
+    epochs = [{"epoch": e, "loss": 10.0 / e} for e in (1, 2, 3)]
+    fig = figures.loss_plot({"rows": [{"arm": "a", "repeat": None, "epochs": epochs}]}, "loss")
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

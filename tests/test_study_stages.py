@@ -331,6 +331,7 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
     want = []
     for arm, repeat in units:
         first = ["classifier"] if arm == "random" else ["pretrain", "classifier"]
+        first = ["data", *first] if (arm, repeat) == ("tempo", 0) else first  # once a study
         want += [(arm, repeat, s) for s in [*first, *selected]]
     assert [(p.arm.name, p.repeat, p.stage) for p in plan] == want
 
@@ -350,6 +351,8 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
             assert p.settings.samples_pc == "5"
         elif p.stage == "pretrain":
             assert p.settings.seed == (p.repeat or 0)
+        elif p.stage == "data":  # the labelled data against the pre-training data
+            assert (p.settings.data, p.settings.frames) == (study.labelled, study.data)
         else:
             assert p.settings.path == [backbone], (p.arm.name, p.stage)
     by = {(p.arm.name, p.repeat, p.stage): p.settings for p in plan}

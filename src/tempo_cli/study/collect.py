@@ -32,6 +32,10 @@ Schema (`schema` = 1):
         A cell is the selected lr's record (`selected: true`; the only record without a
         grid): accuracy_final_mean / accuracy_final_std over `n` probe runs; for an arm with
         repeats, mean / std of those means over `n` pre-trainings.
+    data: the `data` stage's metrics (`tempo data check`, data/check.py): form, source,
+        split (given|manifest|seeded) and its options, classes, images {split: {class: n}},
+        groups, near_copies [{split, against, checked, found, threshold, examples}], frames
+        (test against the pre-training frames, + `frames`: how many; or {skipped})
     lr: {reference_lr: 0.01 | null, columns, rows: [{arm, selected_on: "val"|"test"|null,
          cells: {col: {reference: CELL | null, chosen: CELL (+ lr: [lrs])}}}],
          order: {col: {reference: [arms best first] | null, chosen: [...]}}}

@@ -276,3 +276,18 @@ def pretrain_table(loaded: Loaded) -> dict[str, Any] | None:
             ]
             rows.append({"arm": arm, "repeat": run.repeat, "epochs": epochs})
     return {"rows": rows} if rows else None
+
+
+def data_table(loaded: Loaded) -> dict[str, Any] | None:
+    """The `data` stage's metrics (`tempo data check`): the labelled data, its split, groups
+    and near-copy checks (study.json `data`), as written; None when it did not run."""
+    for runs in loaded.values():
+        for run in runs:
+            stage = run.stages.get("data")
+            if stage is not None and stage.metrics.get("data"):
+                m = stage.metrics
+                table = {**m["data"], "near_copies": m.get("near_copies", [])}
+                if "frames" in m:
+                    table["frames"] = m["frames"]
+                return table
+    return None

@@ -79,6 +79,8 @@ def plan_study(study: Study, quiet: bool = False, debug: bool = False) -> list[P
             base = f"{study.name}/{arm.folder}" + ("" if repeat is None else f"/seed-{repeat}")
             reads: dict[str, str | None] = {"backbone": arm.path}
             for stage in (s for s in STAGES.values() if s.wanted(study, arm)):
+                if stage.once and repeat not in (None, 0):
+                    continue
                 folder = root / base / stage.name
                 path = reads[stage.reads] if stage.reads else None
                 inputs = StageInputs(f"{base}/{stage.name}", folder, path, quiet, debug)

@@ -25,7 +25,7 @@ from tempo_cli.settings import CommandSettings
 def _leaf_commands() -> Iterator[tuple[tuple[str, ...], typer.main.TyperCommand]]:
     """(path, click command) of every runnable command, e.g. (("eval", "linear"), cmd)."""
 
-    def walk(cmd, path):  # noqa: ANN001, ANN202
+    def walk(cmd, path):
         subs = getattr(cmd, "commands", None)
         if subs is None:
             yield path, cmd
@@ -57,7 +57,7 @@ def test_every_command_has_a_settings_class() -> None:
         assert "-".join(path) in settings, path
 
 
-def _expected_default(param, default: object) -> str | None:  # noqa: ANN001
+def _expected_default(param, default: object) -> str | None:
     """What `--help` must show for a field default: nothing for None, [] and off switches."""
     if default is PydanticUndefined or default is None:
         return None

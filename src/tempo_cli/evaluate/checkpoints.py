@@ -68,7 +68,7 @@ class Checkpoint:
 
             try:
                 obj = torch.load(resolve_spec(self.spec), weights_only=True, mmap=True)
-            except Exception:  # noqa: BLE001 - not a zip torch file: load_model says why
+            except Exception:  # not a zip torch file: load_model says why
                 return self.model().image_size
             if isinstance(obj, dict) and obj.get("format") == FORMAT:
                 size = obj.get("image_size")

@@ -133,7 +133,7 @@ def _read_cache(path: Path, split: str) -> FeatureSet | None:
             split=split,
             cached=True,
         )
-    except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never fatal
+    except Exception:  # a damaged cache entry is recomputed, never fatal
         return None
 
 

@@ -113,7 +113,8 @@ def _merge_runs(parts: list[ProbeResult]) -> ProbeResult:
 
 
 def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
-    return None if any(p is None for p in parts) else torch.cat(parts)  # type: ignore[arg-type]
+    kept = [p for p in parts if p is not None]
+    return torch.cat(kept) if len(kept) == len(parts) else None
 
 
 def _probes(

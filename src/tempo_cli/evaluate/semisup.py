@@ -303,8 +303,8 @@ def finetune_curves(
 
 def _stack(runs: list[Predictions]) -> Predictions:
     """The runs' predictions (1, M) each as one (R, M)."""
-    vals = [p.val for p in runs]
-    val = None if any(v is None for v in vals) else torch.cat(vals)  # type: ignore[arg-type]
+    vals = [p.val for p in runs if p.val is not None]
+    val = torch.cat(vals) if len(vals) == len(runs) else None
     return Predictions(
         torch.cat([p.test for p in runs]), runs[0].test_labels, val, runs[0].val_labels
     )

@@ -311,6 +311,11 @@ def _copies_text(r: dict[str, Any]) -> str:
     return text + (f", e.g. {examples}" if examples else "")
 
 
+def _two(table: dict[str, Any]) -> str:
+    """How many groups have images in two splits ("none" for a made split, where none can)."""
+    return str(table.get("groups_in_two_splits") or "none")
+
+
 def data_model(table: dict[str, Any]) -> TableModel:
     """Rows = classes (and a total), columns = splits: images; the split, groups and the
     near-copy checks as notes."""
@@ -324,7 +329,7 @@ def data_model(table: dict[str, Any]) -> TableModel:
     groups = table.get("groups")
     notes = [
         f"Labelled data: {table['form']} {table['source']}; split {_split_text(table)}"
-        + (f"; {groups} groups, none in two splits." if groups else "; no groups.")
+        + (f"; {groups} groups, {_two(table)} in two splits." if groups else "; no groups.")
     ]
     threshold = next((r["threshold"] for r in table.get("near_copies", [])), None)
     for r in table.get("near_copies", []):

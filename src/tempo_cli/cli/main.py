@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 
 from tempo_cli import __version__
 from tempo_cli.cli.download import download
+from tempo_cli.cli.embed import embed
 from tempo_cli.cli.evaluate import eval_app
 from tempo_cli.cli.explain import explain_app
 from tempo_cli.cli.export import export
@@ -54,6 +55,7 @@ def _root(
 
 # The commands, then the command groups (Typer sub-apps), in the order `tempo --help` lists.
 app.command("download")(download)
+app.command("embed")(embed)
 app.command("export")(export)
 app.command("pretrain")(pretrain)
 app.command("segment")(segment)

@@ -157,3 +157,40 @@ def test_cli_and_every_help_import_no_torch() -> None:
         check=False,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_root_help_lists_the_commands_in_the_order_of_the_work(cli) -> None:  # noqa: ANN001
+    from tempo_cli.cli.main import ORDER
+
+    r = cli("--help")
+    assert r.code == 0, r.err
+    listed = [m.group(1) for m in re.finditer(r"^│ (\w+)\s{2,}\S", r.out, re.MULTILINE)]
+    listed = [name for name in listed if not name.startswith("-")]
+    assert listed == list(ORDER)
+    assert set(ORDER) == set(typer.main.get_command(app).commands)
+
+
+def test_every_command_summary_is_one_sentence_on_one_line() -> None:
+    """The first paragraph of each command's help is what `tempo --help` lists."""
+    root = typer.main.get_command(app)
+    for name, cmd in root.commands.items():
+        text = cmd.help or ""
+        first = text.strip().split("\n\n")[0]
+        assert "\n" not in first and first.endswith(".") and len(first) <= 90, (name, first)
+
+
+@pytest.mark.parametrize("path", [(), ("eval",), *COMMANDS], ids=lambda p: "-".join(p) or "tempo")
+def test_help_shows_no_value_type_beside_a_switch(path: tuple[str, ...], cli) -> None:  # noqa: ANN001
+    r = cli(*path, "--help")
+    assert r.code == 0, r.err
+    assert "<bool>" not in r.out
+    assert "--help" in r.out
+
+
+def test_unknown_command_is_one_line_naming_it_once(cli) -> None:  # noqa: ANN001
+    r = cli("nope")
+    assert r.code == 2
+    assert r.err == "tempo: error: No such command 'nope'. (see --help)\n"
+    r = cli("eval", "nope")
+    assert r.code == 2 and r.err.count("No such command 'nope'") == 1
+    assert r.err.startswith("tempo: error: tempo eval: ")

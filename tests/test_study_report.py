@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tempo_cli.study import collect, report_html, report_md
+from tempo_cli.study import collect
+from tempo_cli.study.runner import write_reports
 from tempo_cli.study.spec import Arm, Study
 
 SCRIPT_ARM = "<script>alert(1)</script>"
@@ -118,9 +119,9 @@ def test_gains_best_per_column_and_lr_view(tmp_path: Path) -> None:
     assert lr["rows"][0]["cells"]["1"]["reference"]["mean"] == 0.45
     assert lr["rows"][0]["selected_on"] == "val"
     assert lr["order"]["5"] == {"reference": ["random", "tempo"], "chosen": ["random", "tempo"]}
-    page = report_html.write_html(tmp_path, data).read_text()
+    page = write_reports(tmp_path, data).read_text()
     assert "+30.0 pts" in page and "-5.0 pts" in page and "0.500 ± 0.010" in page
-    md = report_md.write_markdown(tmp_path, data).read_text()
+    md = (tmp_path / "report.md").read_text()
     assert "**0.500 ± 0.010 (+30.0)**" in md and "| 0.600 ± 0.020 (-5.0) |" in md
 
 
@@ -168,8 +169,7 @@ def test_absent_incomplete_and_skipped_stages(tmp_path: Path) -> None:
     assert data["noise"]["rows"][0]["accuracy"]["0.1"] == {"mean": 0.25, "std": None, "n": 1}
     assert not {"knn", "semisup", "segment", "lrp", "pretrain"} & set(data)
     assert data["arms"]["never-ran"]["runs"][0]["stages"] == {}
-    report_html.write_html(tmp_path, data)
-    report_md.write_markdown(tmp_path, data)
+    write_reports(tmp_path, data)
     json.dumps(data)  # JSON-able
 
 
@@ -259,7 +259,7 @@ def _parse(page: str) -> _Parsed:
 
 
 def _check_escaped(study_dir: Path, data: dict[str, Any]) -> None:
-    page = report_html.write_html(study_dir, data).read_text()
+    page = write_reports(study_dir, data).read_text()
     parsed = _parse(page)
     assert "script" not in {tag for tag, _ in parsed.tags}
     assert "img" not in {tag for tag, a in parsed.tags if a.get("src") == "x"}
@@ -267,7 +267,7 @@ def _check_escaped(study_dir: Path, data: dict[str, Any]) -> None:
         assert not [k for k in attrs if k.lower().startswith("on")], (tag, attrs)
     text = "".join(parsed.text)
     assert SCRIPT_ARM in text and IMG_PATH in text  # shown as text
-    md = report_md.write_markdown(study_dir, data).read_text()
+    md = (study_dir / "report.md").read_text()
     assert "<script" not in md.lower() and "<img" not in md.lower()
     assert "&lt;script&gt;alert\\(1\\)" in md or "&lt;script&gt;alert(1)" in md
 
@@ -356,7 +356,7 @@ def real_study(
 def test_real_study_headline_matches_metrics(real_study: tuple[Study, Path]) -> None:
     study, study_dir = real_study
     data = collect.collect_study(study, study_dir)
-    page = report_html.write_html(study_dir, data).read_text()
+    page = write_reports(study_dir, data).read_text()
     cells = _parse(page).cells
     assert len(cells) == 2 * 2  # arms x columns
     for arm in study.arms:
@@ -397,7 +397,7 @@ def test_real_study_headline_matches_metrics(real_study: tuple[Study, Path]) -> 
     assert "data:image/png;base64," in page  # the figures are embedded
     assert (study_dir / "figures/accuracy_vs_samples.png").is_file()
     _check_escaped(study_dir, data)
-    md = report_md.write_markdown(study_dir, data).read_text()
+    md = (study_dir / "report.md").read_text()
     assert "](figures/accuracy_vs_samples.png)" in md
     assert "](script-alert-1-script/linear/curves.png)" in md
     assert not re.search(r"\]\((https?:)?//", md)

@@ -181,14 +181,11 @@ def test_rerun_skips_force_redoes_one_stage_and_arm_change_reruns_that_arm(
         "tempo/pretrain", "tempo/linear", "tempo/knn", "random/linear", "random/knn"
     }  # fmt: skip
 
-    # A finished study reruns nothing, quickly.
-    started = time.perf_counter()
+    # A finished study reruns nothing.
     r = cli("study", "--config", config)
-    seconds = time.perf_counter() - started
     assert r.code == 0, r.err
     assert r.err.count("] skip ") == 5 and " · elapsed" not in r.err
     assert records(study_dir) == done
-    assert seconds < 15, seconds
 
     # --force knn redoes knn of every arm, nothing else.
     r = cli("study", "--config", config, "--force", "knn")
@@ -304,13 +301,45 @@ def test_sigint_during_pretraining_then_rerun_resumes_from_last_pt(
     assert json.loads((runs / "tiny/tempo/pretrain/stage.json").read_text())["complete"]
 
 
+def test_a_stage_that_swallowed_ctrl_c_is_not_recorded_complete(tmp_path: Path) -> None:
+    """A command that catches the KeyboardInterrupt somewhere inside (a library's bare
+    `except`) and returns normally: the study stops, and the stage stays incomplete, so the
+    rerun runs it again rather than skip it as done."""
+    from tempo_cli.errors import Interrupted
+    from tempo_cli.settings import load_settings
+    from tempo_cli.settings.evaluate import EvalKnnSettings
+    from tempo_cli.study import fingerprint as fp
+    from tempo_cli.study.runner import PlannedStage, run_plan
+    from tempo_cli.study.spec import Arm
+    from tempo_cli.study.stages import Stage
+
+    class Swallowing(Stage[EvalKnnSettings]):
+        def run(self, settings: EvalKnnSettings) -> dict[str, Any]:
+            try:
+                signal.raise_signal(signal.SIGINT)
+                time.sleep(5)  # not reached: the handler raises at the next bytecode
+            except KeyboardInterrupt:
+                pass
+            return {}
+
+    stage = Swallowing("swallow", EvalKnnSettings, "never.imported:run")
+    settings = load_settings(EvalKnnSettings, {"path": ["random"], "name": "t/a/swallow"})
+    folder = tmp_path / "swallow"
+    plan = [PlannedStage(stage, Arm("a", "a", "random"), None, folder, settings)]
+    with pytest.raises(Interrupted, match="interrupted in a swallow"):
+        run_plan(plan, frozenset(), quiet=True)
+    record = fp.read_record(folder)
+    assert record is not None and record["complete"] is False
+
+
 def test_time_left_counts_each_stage_as_that_stage_took() -> None:
     from tempo_cli.study.runner import PlannedStage, _Clock
     from tempo_cli.study.spec import Arm
+    from tempo_cli.study.stages import STAGES
 
     arm = Arm("a", "a", "pretrain")
     plan = [
-        PlannedStage(s, arm, None, Path("."), None)  # type: ignore[arg-type]
+        PlannedStage(STAGES[s], arm, None, Path("."), None)  # type: ignore[arg-type]
         for s in ("pretrain", "linear", "knn", "pretrain", "linear", "knn")
     ]
     clock = _Clock()

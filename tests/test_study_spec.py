@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from tempo_cli.errors import TempoError, UsageError
-from tempo_cli.study.spec import DEFAULT_SAMPLES_PC, STAGE_NAMES, load_study, preset_names
+from tempo_cli.study.runner import plan_study
+from tempo_cli.study.spec import load_study, preset_names
+from tempo_cli.study.stages import DEFAULT_SAMPLES_PC, selectable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,9 +63,10 @@ def test_presets_load_and_demo_is_the_issues_comparison() -> None:
     assert demo.stage_options["linear"]["samples_pc"] == "1,5,20,full"
     assert demo.stage_options["linear"]["lr"] == "0.001,0.01,0.1"
     # the explanation stages' classifier: the linear probe's lr grid at the full train split
-    assert demo.stage_options["classifier"] == {"lr": "0.001,0.01,0.1", "samples_pc": "full"}
+    assert demo.stage_options["classifier"] == {"lr": "0.001,0.01,0.1"}
+    assert demo.classifier_samples_pc == "full"
     r50 = load_study(preset="reference-r50")
-    assert r50.stages == STAGE_NAMES and r50.baseline == "imagenet"
+    assert r50.stages == selectable() and r50.baseline == "imagenet"
     assert r50.backbone == "resnet50" and r50.image_size == 256
     assert r50.arm("tempo").pretrain["proximity"] == 15
 
@@ -117,7 +120,7 @@ def test_bad_study_files_exit_2_with_one_line_and_write_nothing(
     cli: Any, tmp_path: Path, what: str, text: str, key: str
 ) -> None:
     with pytest.raises(UsageError) as e:
-        load_study(config=_write(tmp_path, text))
+        plan_study(load_study(config=_write(tmp_path, text)))  # values: checked by planning
     assert key in str(e.value), what
     r = cli("study", "--config", _write(tmp_path, text))
     assert r.code == 2, r.err
@@ -160,3 +163,28 @@ def test_segment_stage_without_coco_data_fails_before_anything_is_written(
     # its own data and image size are the segment table's to set (not the study's)
     ok = load_study(config=_write(tmp_path, TINY + '\n[segment]\ndata = "x"\nimage_size = 64\n'))
     assert ok.stage_options.get("segment") is None  # not selected: checked, not kept
+
+
+#: The study tables that repeat a recipe's command tables (`--recipe NAME`).
+_RECIPE_TABLES = {"pretrain": "pretrain", "linear": "eval-linear", "semisup": "eval-semisup"}
+
+
+@pytest.mark.parametrize("name", ["reference-r34", "reference-r50"])
+def test_reference_presets_repeat_their_recipes(name: str) -> None:
+    """Each value the recipe sets, the preset of the same name sets alike (as settings)."""
+    from tempo_cli.settings import load_settings
+    from tempo_cli.settings.recipes import recipe_text
+    from tempo_cli.study.presets import preset_text
+    from tempo_cli.study.stages import STAGES
+
+    recipe = tomllib.loads(recipe_text(name) or "")
+    preset = tomllib.loads(preset_text(name))
+    for key in ("backbone", "image_size"):
+        assert preset[key] == recipe[key], key
+    for table, command in _RECIPE_TABLES.items():
+        cls = STAGES[table].settings_cls
+        base = {"path": ["random"]} if "path" in cls.model_fields else {}
+        want = load_settings(cls, {**base, **recipe[command]})
+        got = load_settings(cls, {**base, **preset[table]})
+        for key in recipe[command]:
+            assert getattr(got, key) == getattr(want, key), (table, key)

@@ -1,6 +1,6 @@
 """`tempo study` paths test_study_run.py does not run: semisup + segment stages, pre-training
 repeats (seed-<k> folders, mean ± population std across them), and the plan of a study with
-explanation stages (pretrain, classifier, then the stages in STAGE_NAMES order).
+explanation stages (pretrain, classifier, then the selected stages in `STAGES` order).
 
 Every study here is tiny: resnet18 at 32 px, 2 pre-training steps, a few probe iterations,
 one Mask R-CNN iteration on 2 images.
@@ -316,15 +316,15 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
 ) -> None:
     from tempo_cli import places
     from tempo_cli.study.runner import plan_study
-    from tempo_cli.study.spec import STAGE_NAMES, load_study
-    from tempo_cli.study.stages import CLASSIFIER_FILE
+    from tempo_cli.study.spec import load_study
+    from tempo_cli.study.stages import CLASSIFIER_FILE, selectable
 
     config = tmp_path / "expl.toml"
     config.write_text(EXPLAIN, encoding="utf-8")
     study = load_study(config=config)
     plan = plan_study(study)
     runs = places.runs_dir()
-    selected = [s for s in STAGE_NAMES if s in study.stages]
+    selected = [s for s in selectable() if s in study.stages]
     assert selected == ["linear", "semisup", "knn", "relevance", "lrp", "noise"]
 
     units = [("tempo", 0), ("tempo", 1), ("random", None), ("own", None)]
@@ -356,3 +356,71 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
     assert by["tempo", 1, "pretrain"].proximity == 5 and by["own", None, "pretrain"].proximity == 3
     assert by["tempo", 0, "noise"].attack == "noise"
     assert not (runs / "expl").exists()
+
+
+# --- 4. the explanation stages lrp and relevance, through to the report -------------------
+
+#: A random arm's classifier (30 iterations at 5 per class), explained by LRP and scored
+#: inside the demo's hand masks.
+LRP_RELEVANCE = """\
+data = "demo"
+backbone = "resnet18"
+image_size = 32
+stages = ["lrp", "relevance"]
+classifier_samples_pc = "5"
+
+[classifier]
+runs = 1
+iterations = 30
+
+[arms.random]
+source = "random"
+"""
+
+
+@pytest.mark.slow
+def test_lrp_and_relevance_stages_reach_study_json_and_both_reports(
+    cli: Any, tmp_path: Path, demo_root: Path
+) -> None:
+    config = tmp_path / "expl.toml"
+    config.write_text(LRP_RELEVANCE, encoding="utf-8")
+    r = cli("study", "--config", config, "--quiet")
+    assert r.code == 0, r.err
+    study_dir = _runs() / "expl"
+    assert sorted(p.name for p in (study_dir / "random").iterdir()) == [
+        "classifier", "lrp", "relevance"
+    ]  # fmt: skip
+    classifier = str(study_dir / "random/classifier/classifier.pt")
+    for stage in ("lrp", "relevance"):
+        assert _json(study_dir / f"random/{stage}/config.json")["path"] == classifier
+        record = _json(study_dir / f"random/{stage}/stage.json")
+        assert record["complete"] and "skipped" not in record, stage
+    lrp = _json(study_dir / "random/lrp/metrics.json")["models"][0]
+    rel = _json(study_dir / "random/relevance/metrics.json")["models"][0]
+
+    data = _json(study_dir / "study.json")
+    (lrp_row,) = data["lrp"]["rows"]
+    assert lrp_row["accuracy"] == {"mean": lrp["accuracy"], "std": None, "n": 1}
+    assert lrp_row["sheets_dir"] == "random/lrp/sheets"
+    (rel_row,) = data["relevance"]["rows"]
+    assert (rel_row["rr_mean"], rel_row["rr_std"], rel_row["n"]) == (
+        rel["rr_mean"], rel["rr_std"], rel["n"]
+    )  # fmt: skip
+    assert rel_row["over"] == f"{rel['n']} images"
+
+    cells = _report_cells(study_dir)
+    lrp_cell = cells["lrp", "random", "accuracy"]
+    assert float(lrp_cell["data-mean"]) == lrp["accuracy"]
+    assert lrp_cell["text"] == f"{lrp['accuracy']:.3f}"
+    rr_cell = cells["relevance", "random", "rr"]
+    assert float(rr_cell["data-mean"]) == rel["rr_mean"]
+    assert float(rr_cell["data-std"]) == rel["rr_std"]
+    assert rr_cell["text"] == f"{rel['rr_mean']:.3f} ± {rel['rr_std']:.3f}"
+    sheets = sorted((study_dir / "random/lrp/sheets").glob("*.png"))
+    assert sheets and (study_dir / "figures" / f"lrp_{sheets[0].stem}.png").is_file()
+
+    md = (study_dir / "report.md").read_text(encoding="utf-8")
+    assert f"| random | {lrp['accuracy']:.3f} |" in md
+    assert f"| random | {rel['rr_mean']:.3f} ± {rel['rr_std']:.3f} | {rel['n']} images |" in md
+    assert "## LRP" in md and "## Relative relevance" in md
+    assert f"](figures/lrp_{sheets[0].stem}.png)" in md

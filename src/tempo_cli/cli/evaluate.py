@@ -17,6 +17,7 @@ from tempo_cli.cli.common import (
     RecipeOpt,
     run_command,
 )
+from tempo_cli.cli.data import GroupByOpt, SplitFractionsOpt, SplitSeedOpt
 from tempo_cli.cli.options import option
 from tempo_cli.settings.evaluate import (
     EvalHeadSettings,
@@ -96,6 +97,9 @@ def linear(
     save_model_ref: SaveAlias = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
@@ -133,6 +137,9 @@ def semisup(
     save_model_ref: SaveAlias = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
@@ -161,6 +168,9 @@ def knn(
     bn_batch_size: BnBatchOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,

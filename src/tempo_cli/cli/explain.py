@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from tempo_cli.cli.common import ConfigOpt, DebugOpt, NameOpt, QuietOpt, run_command
+from tempo_cli.cli.data import GroupByOpt, SplitFractionsOpt, SplitSeedOpt
 from tempo_cli.cli.options import option
 from tempo_cli.settings.explain import (
     ExplainAdversarialSettings,
@@ -60,6 +61,9 @@ def lrp(
     ] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
@@ -93,6 +97,9 @@ def adversarial(
     batch_size: BatchSizeOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
@@ -119,6 +126,9 @@ def relevance(
     batch_size: BatchSizeOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,

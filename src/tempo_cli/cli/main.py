@@ -10,14 +10,18 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup, TyperOption
 from typer.main import get_command
 
 try:  # typer >= 0.26 vendors click as typer._click
+    from typer._click import core as click_core
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import core as click_core
     from click import exceptions as click_exc
 
 from tempo_cli import __version__
+from tempo_cli.cli.data import data_app
 from tempo_cli.cli.download import download
 from tempo_cli.cli.embed import embed
 from tempo_cli.cli.evaluate import eval_app
@@ -28,13 +32,28 @@ from tempo_cli.cli.segment import segment
 from tempo_cli.cli.study import study
 from tempo_cli.errors import Interrupted, TempoError, UsageError
 
+#: The commands in the order of the work, as `tempo --help` lists them: the whole
+#: comparison first, then its steps.
+ORDER = ("study", "download", "data", "pretrain", "eval", "explain", "segment", "export")
+HELP_OPTIONS = ["-h", "--help"]
+
+
+class _Group(TyperGroup):
+    """`tempo`: its commands listed in ORDER (Typer lists commands before groups)."""
+
+    def list_commands(self, ctx: click_core.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: ORDER.index(n) if n in ORDER else len(ORDER))
+
+
 app = typer.Typer(
     name="tempo",
+    cls=_Group,
     help="Learn image features from video by temporal coherence, and measure what they buy.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": HELP_OPTIONS},
 )
 
 
@@ -53,15 +72,30 @@ def _root(
     """Learn image features from video by temporal coherence, and measure what they buy."""
 
 
-# The commands, then the command groups (Typer sub-apps), in the order `tempo --help` lists.
 app.command("download")(download)
 app.command("embed")(embed)
 app.command("export")(export)
 app.command("pretrain")(pretrain)
 app.command("segment")(segment)
 app.command("study")(study)
+app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 app.add_typer(explain_app, name="explain")
+
+
+def command() -> click_core.Command:
+    """The click command of `app`, its flags shown without a value type in --help (Typer
+    shows `<bool>` beside a switch that takes no value)."""
+    root = get_command(app)
+    todo = [root]
+    while todo:
+        cmd = todo.pop()
+        ctx = click_core.Context(cmd, help_option_names=HELP_OPTIONS)
+        for param in [*cmd.params, cmd.get_help_option(ctx)]:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+        todo.extend(getattr(cmd, "commands", {}).values())
+    return root
 
 
 def _error(message: str) -> None:
@@ -75,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or os.environ.get("TEMPO_DEBUG", "").lower() in {"1", "true", "yes"}
     code = 0
     try:
-        rv = get_command(app).main(args=args, prog_name="tempo", standalone_mode=False)
+        rv = command().main(args=args, prog_name="tempo", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
     except typer.Exit as e:
         code = e.exit_code
@@ -84,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         if type(e).__name__ == "NoArgsIsHelpError":  # help was printed already
             sys.exit(2)
-        where = f"{e.ctx.command_path}: " if getattr(e, "ctx", None) is not None else ""
+        ctx = getattr(e, "ctx", None)  # a subcommand's path names it: "tempo eval: ..."
+        where = f"{ctx.command_path}: " if ctx is not None and ctx.parent is not None else ""
         _error(f"{where}{e.format_message()} (see --help)")
         code = 2
     except UsageError as e:

@@ -26,10 +26,10 @@ def study(
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
 ) -> None:
-    """Run a whole comparison (pre-training, every protocol, explanations) as one resumable
-    command and write runs/<name>/report.html, report.md and study.json.
+    """Run a whole comparison (pre-train, evaluate, explain) as one resumable command.
 
-    Rerunning the same command skips the stages that are done and continues the rest.
+    Writes runs/<name>/report.html, report.md and study.json. Rerunning the same command
+    skips the stages that are done and continues the rest.
     """
     values = dict(locals())
     from tempo_cli.settings import load_settings

@@ -1,6 +1,9 @@
-"""Labelled still images: splits `train`, `train-N` (N per class), `test` (SPEC.md layout).
+"""Labelled still images: splits `train`, `train-N` (N per class), `val`, `test`.
 
-`<root>/<split>/<CLASS>/<image>`. One rule for every command:
+The functions here take a `data.labelled_data.LabelledData` (any of the three forms: split
+folders, a class-folder tree, a manifest) or a path, opened with the default split options.
+For the split-folder layout `<root>/<split>/<CLASS>/<image>` (SPEC.md), one rule for every
+command:
 
 - Split: the folder `<root>/<split>`, else the one whose name differs only in case
   (`Test` for `test`, as in the Cityscapes-style hand-mask data).
@@ -16,6 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
@@ -25,6 +29,9 @@ from tempo_cli.data.frames import iter_image_chunks, list_images
 from tempo_cli.data.transforms import BILINEAR, InterpolationMode, normalize
 from tempo_cli.errors import TempoError, UsageError
 
+if TYPE_CHECKING:
+    from tempo_cli.data.labelled_data import LabelledData
+
 _SPLIT_RE = re.compile(r"^(train|test|val|train-\d+)$")
 
 
@@ -33,7 +40,7 @@ def split_name(samples_pc: int | None) -> str:
     return "train" if samples_pc is None else f"train-{int(samples_pc)}"
 
 
-def _split_order(name: str) -> tuple[int, int, str]:
+def split_order(name: str) -> tuple[int, int, str]:
     # train, train-1, train-5, ..., train-20, val, test: numeric order for train-N.
     if name == "train":
         return (0, 0, name)
@@ -42,7 +49,12 @@ def _split_order(name: str) -> tuple[int, int, str]:
     return (2 if name == "val" else 3, 0, name)
 
 
-def available_splits(root: str | Path) -> list[str]:
+def available_splits(data: str | Path | LabelledData) -> list[str]:
+    """The splits of `data` (train, train-N, val, test), in that order."""
+    return open_labelled(data).splits()
+
+
+def folder_splits(root: str | Path) -> list[str]:
     """Split folders under root (train, train-N, val, test), in that order."""
     root = Path(root)
     if not root.is_dir():
@@ -50,7 +62,7 @@ def available_splits(root: str | Path) -> list[str]:
             f"dataset folder not found: {root}; check --data (or run `tempo download`)"
         )
     names = [p.name for p in root.iterdir() if p.is_dir() and _SPLIT_RE.match(p.name)]
-    return sorted(names, key=_split_order)
+    return sorted(names, key=split_order)
 
 
 def find_split(root: str | Path, split: str) -> Path | None:
@@ -82,13 +94,18 @@ def class_index(found: Iterable[str]) -> list[str]:
 
 
 def _class_folders(root: Path, also: Path | None = None) -> set[str]:
-    dirs = [root / s for s in available_splits(root)] + ([also] if also else [])
+    dirs = [root / s for s in folder_splits(root)] + ([also] if also else [])
     return {p.name for d in dirs for p in _class_dirs(d)}
 
 
-def class_names(root: str | Path) -> list[str]:
-    """Class list of a dataset (index = position): `class_index` of all splits' folders."""
-    return class_index(_class_folders(Path(root)))
+def folder_class_names(root: str | Path) -> set[str]:
+    """The class folder names of all split folders of a split-layout root."""
+    return _class_folders(Path(root))
+
+
+def class_names(data: str | Path | LabelledData) -> list[str]:
+    """Class list of a dataset (index = position): `class_index` of all its classes."""
+    return list(open_labelled(data).class_names)
 
 
 def present_classes(labels: torch.Tensor, names: Sequence[str]) -> list[str]:
@@ -158,7 +175,7 @@ class LabelledSplit:
         return x.float() / 255.0
 
 
-def _unknown_split(root: Path, split: str, splits: list[str], option: str | None) -> UsageError:
+def unknown_split(root: Path, split: str, splits: list[str], option: str | None) -> UsageError:
     if option is None and split.startswith("train-") and split[6:].isdigit():
         counts = [s[6:] for s in splits if s.startswith("train-")]
         allowed = f"available: {', '.join(counts) or 'none'} (or no --samples-pc for train)"
@@ -169,17 +186,28 @@ def _unknown_split(root: Path, split: str, splits: list[str], option: str | None
     )
 
 
-def list_split(root: str | Path, split: str, option: str | None = None) -> SplitFiles:
+def list_split(
+    data: str | Path | LabelledData, split: str, option: str | None = None
+) -> SplitFiles:
+    """The files of one split of `data` with their labels (nothing decoded yet).
+
+    Unknown split -> UsageError naming the available ones (for `option`; None: `--split`,
+    or `--samples-pc` for a `train-N`).
+    """
+    return open_labelled(data).files(split, option)
+
+
+def list_folder_split(root: str | Path, split: str, option: str | None = None) -> SplitFiles:
     """The files of `<root>/<split>/<CLASS>/*` with their labels (nothing decoded yet).
 
     Unknown split -> UsageError naming the available ones (for `option`; None: `--split`,
     or `--samples-pc` for a `train-N`); empty split -> TempoError naming the folder.
     """
     root = Path(root)
-    splits = available_splits(root)
+    splits = folder_splits(root)
     folder = find_split(root, split)
     if folder is None:
-        raise _unknown_split(root, split, splits, option)
+        raise unknown_split(root, split, splits, option)
     index = {c: k for k, c in enumerate(class_index(_class_folders(root, also=folder)))}
     paths: list[Path] = []
     labels: list[int] = []
@@ -224,14 +252,21 @@ def read_split(
 
 
 def load_split(
-    root: str | Path,
+    data: str | Path | LabelledData,
     split: str,
     image_size: int | None,
     quiet: bool = True,
     interpolation: InterpolationMode = BILINEAR,
 ) -> LabelledSplit:
-    """`read_split(list_split(root, split), ...)`: `<root>/<split>/<CLASS>/*` in memory."""
-    return read_split(list_split(root, split), image_size, quiet, interpolation)
+    """`read_split(list_split(data, split), ...)`: one split in memory."""
+    return read_split(list_split(data, split), image_size, quiet, interpolation)
+
+
+def open_labelled(data: str | Path | LabelledData) -> LabelledData:
+    """`data.labelled_data.open_labelled` with the default split options for a path."""
+    from tempo_cli.data.labelled_data import open_labelled as open_data
+
+    return open_data(data)
 
 
 class LabelledImages(Dataset):

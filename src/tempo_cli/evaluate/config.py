@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from tempo_cli.settings.evaluate import EvalLinearSettings
+from tempo_cli.settings.evaluate import EvalHeadSettings, EvalLinearSettings
 from tempo_cli.settings.pretrain import EVAL_BATCH_SIZE, EVAL_ITERATIONS, EVAL_LR, EVAL_RUNS
 
 
@@ -47,13 +47,12 @@ class ProbeConfig:
         return self.lr_grid or (float(self.lr),)
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ProbeConfig:
+    def from_settings(cls, settings: EvalHeadSettings) -> ProbeConfig:
         """The fields of that name in `settings` (an `eval linear|semisup` settings object)."""
-        values = {
-            f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
-        }
+        known = type(settings).model_fields
+        values = {f.name: getattr(settings, f.name) for f in fields(cls) if f.name in known}
         values["bn_batch_size"] = settings.bn_batches()  # "TRAIN,TEST" | "auto" -> tuple | None
-        if hasattr(settings, "lr_grid"):  # eval linear: `--lr` may be a comma list
+        if isinstance(settings, EvalLinearSettings):  # `--lr` may be a comma list
             grid = settings.lr_grid()
             values["lr"], values["lr_grid"] = grid[0], grid if len(grid) > 1 else ()
         return cls(**values)

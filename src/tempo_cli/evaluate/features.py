@@ -4,7 +4,9 @@
 `FeatureRecipe` says (image size, `--bn-stats` mode, seed, BatchNorm batch sizes) and
 keeps them under `places.cache_dir()/features/`, written atomically: a second evaluation
 of the same checkpoint skips both image decoding and the backbone. The key holds the
-checkpoint's content id, the data root, the split's files, the image size and what the
+checkpoint's content id, the data's source, the split's file list (each file's path,
+label, size and mtime: a new `--split-seed` or `--split-fractions` gives a new list, so
+never stale features), the image size and what the
 BatchNorm mode makes the features depend on (`evaluate/batchnorm.py`): nothing more in
 `running` mode, the run's shuffles (seed, run) and batch size in `batch` mode (features
 are made anew for every run), both splits and the batch sizes in `adapt` mode.
@@ -15,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from tempo_cli.evaluate.batchnorm import (
 
 if TYPE_CHECKING:
     from tempo_cli.data.labelled import LabelledSplit
+    from tempo_cli.data.labelled_data import LabelledData
 
 __all__ = [
     "REFERENCE_TEST_BATCH",
@@ -50,7 +52,7 @@ __all__ = [
     "split_fingerprint",
 ]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 #: The test split every protocol scores on.
 TEST_SPLIT = "test"
 
@@ -103,16 +105,19 @@ class FeatureRecipe:
         return bn_mode(self.bn_stats)
 
 
-def split_fingerprint(root: Path, split: str) -> str:
-    """A cheap content stamp of `<root>/<split>`: relative paths, sizes and mtimes."""
+def split_fingerprint(data: Path | LabelledData, split: str) -> str:
+    """A cheap content stamp of one split's file list: for each file (in split order) its
+    path relative to the data's base folder, label, size and mtime. Covers made splits
+    (a tree, a manifest) as well as split folders."""
+    from tempo_cli.data.labelled import list_split
+
+    files = list_split(data, split)
     h = hashlib.sha256()
-    base = root / split
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            st = p.stat()
-            h.update(f"{p.relative_to(base)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    names = files.class_names
+    for p, k in zip(files.paths, files.labels.tolist(), strict=True):
+        st = p.stat()
+        rel = p.relative_to(files.root) if p.is_relative_to(files.root) else p
+        h.update(f"{rel.as_posix()}|{names[k]}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -163,14 +168,17 @@ class FeatureSource:
         self,
         model_id: str | None,
         backbone_fn: Callable[[], nn.Module],
-        root: str | Path,
+        root: str | Path | LabelledData,
         recipe: FeatureRecipe,
         device: torch.device | str = "cpu",
         quiet: bool = True,
     ) -> None:
         self.model_id = model_id
         self.backbone_fn = backbone_fn
-        self.root = Path(root)
+        from tempo_cli.data.labelled_data import open_labelled
+
+        self.data = open_labelled(root)  # a path: opened with the default split options
+        self.root = self.data.base
         self.recipe = recipe
         self.mode = recipe.mode
         self.device = torch.device(device)
@@ -231,14 +239,14 @@ class FeatureSource:
 
     def _stamped(self, split: str) -> str:
         if split not in self._stamps:
-            self._stamps[split] = split_fingerprint(self.root, split)
+            self._stamps[split] = split_fingerprint(self.data, split)
         return f"{split}@{self._stamps[split]}"
 
     def _digest(self, split: str, mode_key: dict[str, object]) -> str:
         key = {
             "v": CACHE_VERSION,
             "model": self.model_id,
-            "root": str(self.root.resolve()),
+            "root": str(self.data.source.resolve()),
             "split": self._stamped(split),
             "image_size": self.recipe.image_size,
             **mode_key,
@@ -273,14 +281,14 @@ class FeatureSource:
             from tempo_cli.data.labelled import load_split
 
             self._splits[split] = load_split(
-                self.root, split, self.recipe.image_size, quiet=self.quiet
+                self.data, split, self.recipe.image_size, quiet=self.quiet
             )
         return self._splits[split]
 
 
 def compute_split_features(
     backbone: nn.Module,
-    root: Path,
+    root: Path | LabelledData,
     split: str,
     recipe: FeatureRecipe,
     device: torch.device | str = "cpu",
@@ -288,7 +296,7 @@ def compute_split_features(
     run: int = 0,
     quiet: bool = True,
 ) -> FeatureSet:
-    """Decode `<root>/<split>` and compute its features, no cache (running or batch mode:
+    """Decode one split of `root` and compute its features, no cache (running or batch mode:
     a split named `train*` takes the training role, any other the test role)."""
     from tempo_cli.data.labelled import load_split
 

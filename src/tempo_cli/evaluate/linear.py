@@ -25,7 +25,7 @@ from torch import nn
 from tempo_cli.errors import TempoError
 from tempo_cli.evaluate.batchnorm import REFERENCE_TEST_BATCH, BnBatches
 from tempo_cli.evaluate.config import ProbeConfig
-from tempo_cli.evaluate.features import TEST_SPLIT, FeatureRecipe, FeatureSet, FeatureSource
+from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet, FeatureSource
 from tempo_cli.evaluate.linear_probe import (
     ProbeResult,
     pick_best_run,
@@ -34,6 +34,7 @@ from tempo_cli.evaluate.linear_probe import (
 )
 from tempo_cli.evaluate.protocol import EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
+from tempo_cli.evaluate.splits import Splits, feature_splits
 from tempo_cli.evaluate.train_labels import (
     TrainingLabels,
     resolve_training_labels,
@@ -59,45 +60,44 @@ def linear_recipe(config: ProbeConfig, image_size: int | None) -> FeatureRecipe:
     return FeatureRecipe(image_size, config.bn_stats, config.seed, batches)
 
 
-def _check(sets: list[FeatureSet]) -> int:
+def _check(splits: Splits) -> int:
     """Number of classes C, the same for every split of the task."""
-    c = check_classes(sets[0], sets[1])
-    for other in sets[2:]:
-        check_classes(sets[0], other)
+    c = check_classes(splits.train, splits.test)
+    if splits.val is not None:
+        check_classes(splits.train, splits.val)
     return c
 
 
 def _grid(
-    sets: list[FeatureSet],
+    splits: Splits,
     config: ProbeConfig,
     labels: TrainingLabels,
     device: torch.device | str,
     progress: Callable[[int], None] | None,
     first_run: int = 0,
 ) -> list[ProbeResult]:
-    """Every lr's runs at once on `sets` = [train, test, (val)]: one ProbeResult per lr."""
-    train, test = sets[0], sets[1]
-    val = (sets[2].features, sets[2].labels) if len(sets) > 2 else None
+    """Every lr's runs at once on `splits`: one ProbeResult per lr."""
+    train, test, val = splits
     return train_probe_grid(
         train.features,
         train.labels,
         test.features,
         test.labels,
-        _check(sets),
+        _check(splits),
         config,
         config.lrs,
         device=device,
         progress=progress,
         first_run=first_run,
-        val=val,
+        val=None if val is None else (val.features, val.labels),
         subsets=labels.run_subsets(config.runs, first_run),
     )
 
 
 def _merge_runs(parts: list[ProbeResult]) -> ProbeResult:
     """Runs trained one after the other (each on its own features) as one result."""
-    vals = [p.val_accuracy for p in parts]
-    val = None if any(v is None for v in vals) else torch.cat(vals)  # type: ignore[arg-type]
+    vals = [p.val_accuracy for p in parts if p.val_accuracy is not None]
+    val = torch.cat(vals) if len(vals) == len(parts) else None
     accuracy = torch.cat([p.accuracy for p in parts])
     return ProbeResult(
         accuracy=accuracy,
@@ -116,25 +116,24 @@ def _probes(
     val_split: str | None,
     device: torch.device | str,
     progress: Callable[[int], None] | None,
-) -> tuple[list[ProbeResult], list[FeatureSet]]:
+) -> tuple[list[ProbeResult], Splits]:
     """All runs and lrs at once on shared features; or, when every run has features of
     its own (batch mode), run by run, each on its own features, as the reference.
-    Returns one ProbeResult per lr and the feature sets [train, test, (val)]."""
-    others = (TEST_SPLIT,) + ((val_split,) if val_split else ())
+    Returns one ProbeResult per lr and the (last run's) feature splits."""
     if not source.per_run:
-        sets = source.sets(labels.split, others)
-        return _grid(sets, config, labels, device, progress), sets
+        splits = feature_splits(source, labels.split, val_split)
+        return _grid(splits, config, labels, device, progress), splits
     per_run: list[list[ProbeResult]] = []
     one = replace(config, runs=1)
     for r in range(config.runs):
-        sets = source.sets(labels.split, others, run=r)
+        splits = feature_splits(source, labels.split, val_split, run=r)
         tick = (
             None
             if progress is None
             else partial(_tick, progress, config.runs, r * config.iterations)
         )
-        per_run.append(_grid(sets, one, labels, device, tick, first_run=r))
-    return [_merge_runs(list(by_lr)) for by_lr in zip(*per_run, strict=True)], sets
+        per_run.append(_grid(splits, one, labels, device, tick, first_run=r))
+    return [_merge_runs(list(by_lr)) for by_lr in zip(*per_run, strict=True)], splits
 
 
 def _tick(progress: Callable[[int], None], runs: int, done: int, step: int) -> None:
@@ -157,10 +156,11 @@ def linear_curves(
     one CurveResult (accuracy (runs, iterations + 1)) per lr of `config.lrs`, the one
     chosen (on `val_split` when given, else on test) marked `selected`."""
     start = time.perf_counter()
-    results, sets = _probes(source, labels, config, val_split, device, progress)
+    results, splits = _probes(source, labels, config, val_split, device, progress)
     chosen = select_lr(results)
-    n_train = len(sets[0]) if not labels.drawn else len(labels.for_run(0))  # type: ignore[arg-type]
-    extra = {"train_images": n_train, "test_images": len(sets[1]), **source.describe()}
+    drawn = labels.for_run(0) if labels.drawn else None
+    n_train = len(splits.train) if drawn is None else len(drawn)
+    extra = {"train_images": n_train, "test_images": len(splits.test), **source.describe()}
     extra.update(labels.describe())
     seconds = (time.perf_counter() - start) / len(results)  # one pass trained them all
     return [

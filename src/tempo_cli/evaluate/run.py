@@ -29,7 +29,7 @@ from tempo_cli.evaluate.train_labels import (
     selection_split,
 )
 from tempo_cli.report.progress import log
-from tempo_cli.settings.evaluate import EvalSettings
+from tempo_cli.settings.evaluate import EvalHeadSettings, EvalSettings
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,15 +40,16 @@ if TYPE_CHECKING:
 def resolve_labels(settings: EvalSettings, root: Path) -> dict[int | None, TrainingLabels]:
     """The training labels of every `--samples-pc` value (before anything is written):
     UsageError (exit 2) naming what is available when one cannot be had."""
-    runs = int(getattr(settings, "runs", 1))  # knn has one run
-    resample = bool(getattr(settings, "resample_labels", False))
+    heads = settings if isinstance(settings, EvalHeadSettings) else None  # knn: one run
+    runs = 1 if heads is None else heads.runs
+    resample = heads is not None and heads.resample_labels
     return {
         sp: resolve_training_labels(root, sp, seed=settings.seed, runs=runs, resample=resample)
         for sp in settings.samples_pc_list()
     }
 
 
-def _write_tensorboard(run, sub: str, res: CurveResult) -> None:
+def _write_tensorboard(run: RunDir, sub: str, res: CurveResult) -> None:
     """Scalars `accuracy` and `accuracy_std` per step under `runs/<name>/<sub>`.
 
     One event per step holding both values, written straight to the event file: the same
@@ -61,7 +62,8 @@ def _write_tensorboard(run, sub: str, res: CurveResult) -> None:
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-    file_writer = writer._get_file_writer()
+    file_writer = writer.file_writer  # the SummaryWriter's own event file (open until closed)
+    assert file_writer is not None
     now = time.time()
     mean, std = res.mean.tolist(), res.std.tolist()
     for step, m, s in zip(res.steps.tolist(), mean, std, strict=True):
@@ -106,14 +108,15 @@ def _image_size(settings: EvalSettings, ck: Checkpoint) -> int:
 def run_eval(settings: EvalSettings) -> dict[str, Any]:
     """Evaluate every (checkpoint, samples per class) pair with the protocol of `settings`;
     returns the metrics dict."""
-    from tempo_cli.data.datasets import resolve_dataset
+    from tempo_cli.data.labelled_data import open_labelled
+    from tempo_cli.data.near_copies import check_and_warn
     from tempo_cli.report.run_dir import RunDir
     from tempo_cli.runtime import resolve_device
 
     started = time.perf_counter()
     protocol = protocol_for(settings)
     device = resolve_device(settings.device)
-    root = resolve_dataset(settings.data)
+    root = open_labelled(settings.data, settings.split_options())
     labels = resolve_labels(settings, root)
     val_split = selection_split(root)
     checkpoints = [Checkpoint(p, settings.backbone, settings.seed) for p in settings.path]
@@ -121,6 +124,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
 
     run = RunDir(settings)
     run.save_config(settings)
+    run.update_metrics(data_split=root.describe(), near_copies=check_and_warn(root))
     _list_labelled_files(run, root, labels)
     results: list[dict[str, Any]] = []
     curves: list[CurveResult] = []
@@ -204,7 +208,8 @@ def _save_models(
 ) -> list[Path]:
     """`--save-model`: backbone + the best run's linear head + class names, per selected
     result (the chosen lr of a grid; its best run, chosen on val when there is one)."""
-    target = getattr(settings, "save_model", None)  # only protocols that train a head have it
+    # Only the protocols that train a head (linear, semisup) have --save-model.
+    target = settings.save_model if isinstance(settings, EvalHeadSettings) else None
     if not target:
         return []
     from tempo_cli.data.datasets import resolve_dataset

@@ -60,6 +60,18 @@ class Images:
         return self if index is None else Images(self.images[index], self.labels[index])
 
 
+@dataclass(frozen=True)
+class BnScoring:
+    """How a split is scored: the BatchNorm mode and its batch sizes."""
+
+    mode: BnMode
+    batches: BnBatches
+
+    def test_pass(self, g: torch.Generator) -> _TestPass:
+        """One run's scoring, drawing its shuffled orders from `g`."""
+        return _TestPass(self.mode, self.batches, g)
+
+
 @dataclass
 class _TestPass:
     """How the test split is scored: the BatchNorm mode, its batch sizes, and the run's
@@ -114,24 +126,33 @@ def _train_step(
     return loss.detach()
 
 
-@dataclass
-class _Finetuning:
-    """What every run of one split shares; `run(r)` fine-tunes run r."""
+@dataclass(frozen=True)
+class FinetuneData:
+    """What every run of one split fine-tunes and is scored on."""
 
-    backbone: nn.Module
+    backbone: nn.Module  # copied per run, never modified
     feature_dim: int
     num_classes: int
     train: Images
     test: Images
+    subsets: list[Tensor] | None = None  # run r trains on train.take(subsets[r])
+    val: Images | None = None
+
+    def train_of(self, r: int) -> Images:
+        return self.train.take(None if self.subsets is None else self.subsets[r])
+
+
+@dataclass
+class _Finetuning:
+    """What every run of one split shares; `run(r)` fine-tunes run r."""
+
+    data: FinetuneData
     config: ProbeConfig
     steps: Tensor  # (S,) the steps at which test accuracy is measured
     device: torch.device
+    scoring: BnScoring
     log: StepLogger
     stop: StopRequest
-    mode: BnMode
-    batches: BnBatches
-    subsets: list[Tensor] | None = None  # run r trains on train.take(subsets[r])
-    val: Images | None = None
 
     def run(self, r: int) -> tuple[Tensor, nn.Module, float | None]:
         """Run r: its test accuracies (S,) at `steps`, its fine-tuned model and its final
@@ -140,16 +161,16 @@ class _Finetuning:
         The run's generator draws its first shuffled pass, then the head, then each
         later pass (as a shuffled DataLoader). Loss steps continue across runs.
         """
-        c = self.config
-        train = self.train.take(None if self.subsets is None else self.subsets[r])
+        c, d = self.config, self.data
+        train = d.train_of(r)
         g = run_generator(c.seed, r)
         order = torch.randperm(len(train), generator=g)
-        model = _fresh_classifier(self.backbone, self.feature_dim, self.num_classes, g)
+        model = _fresh_classifier(d.backbone, d.feature_dim, d.num_classes, g)
         model = model.to(self.device).train()
         opt = torch.optim.SGD(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        how = _TestPass(self.mode, self.batches, test_generator(c.seed, r))
+        how = self.scoring.test_pass(test_generator(c.seed, r))
         acc = torch.zeros(len(self.steps))
-        acc[0] = _accuracy(model, self.test, self.device, how)
+        acc[0] = _accuracy(model, d.test, self.device, how)
         col, pos, n = 1, 0, len(train)
         for it in range(1, c.iterations + 1):
             if pos >= n:  # a new pass: reshuffle
@@ -157,7 +178,7 @@ class _Finetuning:
             loss = _train_step(model, opt, train, order[pos : pos + c.batch_size], self.device)
             pos += c.batch_size
             if col < len(self.steps) and it == int(self.steps[col]):
-                acc[col] = _accuracy(model, self.test, self.device, how)
+                acc[col] = _accuracy(model, d.test, self.device, how)
                 col += 1
             if self.log.add(r * c.iterations + it, loss):
                 self.log.flush(NONFINITE_HINT)
@@ -169,10 +190,20 @@ class _Finetuning:
                 )
         self.log.flush(NONFINITE_HINT)
         val = None
-        if self.val is not None:  # scored like test, with a generator of its own
-            how = _TestPass(self.mode, self.batches, test_generator(c.seed + 1, r))
-            val = _accuracy(model, self.val, self.device, how)
+        if d.val is not None:  # scored like test, with a generator of its own
+            how = self.scoring.test_pass(test_generator(c.seed + 1, r))
+            val = _accuracy(model, d.val, self.device, how)
         return acc, model, val
+
+
+@dataclass
+class _BestRun:
+    """The best run so far: its final (val, else test) accuracy, index, backbone and head."""
+
+    final: float
+    run: int
+    backbone_state: dict[str, Tensor]
+    linear: nn.Linear
 
 
 def finetune_curves(
@@ -208,43 +239,29 @@ def finetune_curves(
     mode = bn_mode(config.bn_stats)
     if not mode.fine_tunes:
         raise UsageError("--bn-stats", mode.name, SEMISUP_BN_STATS)
-    batches = semisup_batches(config)
+    scoring = BnScoring(mode, semisup_batches(config))
+    data = FinetuneData(backbone, feature_dim, num_classes, train, test, subsets, val)
     start = time.perf_counter()
-    device = torch.device(device)
     steps = steps_tensor(config.iterations, config.eval_every)
     acc = torch.zeros(config.runs, len(steps))
     val_acc = torch.zeros(config.runs)
-    best: tuple[float, int, dict[str, Tensor], nn.Linear] | None = None
-    total, every = config.runs * config.iterations, readback_every(device)
+    best: _BestRun | None = None
+    dev = torch.device(device)
+    total, every = config.runs * config.iterations, readback_every(dev)
     with (
         StopRequest() as stop,
         StepLogger(None, total=total, description=description, quiet=quiet, every=every) as log,
     ):
-        job = _Finetuning(
-            backbone,
-            feature_dim,
-            num_classes,
-            train,
-            test,
-            config,
-            steps,
-            device,
-            log,
-            stop,
-            mode,
-            batches,
-            subsets,
-            val,
-        )
+        job = _Finetuning(data, config, steps, dev, scoring, log, stop)
         for r in range(config.runs):
             acc[r], model, on_val = job.run(r)
             final = float(acc[r, -1]) if on_val is None else on_val
             val_acc[r] = final
-            if best is None or final > best[0]:
+            if best is None or final > best.final:
                 state = {
                     k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()
                 }
-                best = (final, r, state, copy.deepcopy(model.linear).cpu())
+                best = _BestRun(final, r, state, copy.deepcopy(model.linear).cpu())
     assert best is not None  # runs >= 1
     return CurveResult(
         protocol="semisup",
@@ -252,14 +269,14 @@ def finetune_curves(
         samples_pc=samples_pc,
         accuracy=acc,
         steps=steps,
-        best_run=best[1],
-        linear=best[3],
-        backbone_state=best[2],
+        best_run=best.run,
+        linear=best.linear,
+        backbone_state=best.backbone_state,
         seconds=time.perf_counter() - start,
         extra={
-            "train_images": len(train.take(None if subsets is None else subsets[0])),
+            "train_images": len(data.train_of(0)),
             "test_images": len(test),
-            **mode.describe(batches),
+            **mode.describe(scoring.batches),
         },
         lr=config.lr,
         val_accuracy=None if val is None else val_acc,

@@ -4,6 +4,8 @@
 layout, used as it is). On a root without it, N images per class are drawn from `train/`
 with a seeded generator (`data.label_subsets`): the same subset for the same `--seed`
 whatever the checkpoint, so every arm of a comparison trains on the same images.
+The data may be in any form of `data.labelled_data` (split folders, a class-folder tree, a
+manifest); a made split's `train` is drawn from like a `train/` folder.
 `--resample-labels` draws a new subset for every run (even where `train-N/` exists), so the
 ± over runs covers which images were labelled, not only the heads' initialisation.
 
@@ -21,15 +23,18 @@ import torch
 
 from tempo_cli.data.label_subsets import draw_label_subset, subset_listing
 from tempo_cli.data.labelled import available_splits, list_split, split_name
+from tempo_cli.data.labelled_data import LabelledData
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.evaluate.features import TEST_SPLIT
 
+#: Labelled data: any of its forms (`data.labelled_data`), or a path opened with defaults.
+DataRoot = Path | LabelledData
 #: The split choices are made on, when the data root has it.
 VAL_SPLIT = "val"
 FULL_SPLIT = "train"
 
 
-def selection_split(root: Path) -> str | None:
+def selection_split(root: DataRoot) -> str | None:
     """`val` when `root` has a labelled val split, else None (choose on test)."""
     return VAL_SPLIT if VAL_SPLIT in available_splits(root) else None
 
@@ -75,8 +80,8 @@ class TrainingLabels:
         how = "resampled per run" if self.resampled else "one draw"
         return {"labels": f"{self.samples_pc} per class drawn from {self.split} ({how})"}
 
-    def listing(self, root: Path) -> dict[str, Any]:
-        """The files of each drawn subset, relative to `root` (the run folder's list)."""
+    def listing(self, root: DataRoot) -> dict[str, Any]:
+        """The files of each drawn subset, relative to the data's root (the run folder's list)."""
         assert self.subsets is not None
         files = list_split(root, self.split)
         return {
@@ -84,12 +89,12 @@ class TrainingLabels:
             "samples_pc": self.samples_pc,
             "seed": self.seed,
             "resampled": self.resampled,
-            "subsets": subset_listing(files.paths, root, self.subsets),
+            "subsets": subset_listing(files.paths, files.root, self.subsets),
         }
 
 
 def resolve_training_labels(
-    root: Path, samples_pc: int | None, *, seed: int, runs: int = 1, resample: bool = False
+    root: DataRoot, samples_pc: int | None, *, seed: int, runs: int = 1, resample: bool = False
 ) -> TrainingLabels:
     """The training labels of `--samples-pc samples_pc` on `root` (see the module doc).
 
@@ -98,7 +103,10 @@ def resolve_training_labels(
     """
     splits = available_splits(root)
     if TEST_SPLIT not in splits:
-        raise TempoError(f"no test split in {root} (expected {root}/test/<CLASS>/<image>)")
+        raise TempoError(
+            f"no test split in {root} (expected {root}/test/<CLASS>/<image>, or a class-folder "
+            "tree or manifest that tempo splits: docs/data.md)"
+        )
     if samples_pc is None:
         if FULL_SPLIT not in splits:
             raise _missing(root, splits, "full")
@@ -121,7 +129,7 @@ def resolve_training_labels(
     return TrainingLabels(FULL_SPLIT, samples_pc, subsets, resample, seed)
 
 
-def _missing(root: Path, splits: list[str], value: int | str) -> UsageError:
+def _missing(root: DataRoot, splits: list[str], value: int | str) -> UsageError:
     counts = [s[6:] for s in splits if s.startswith("train-")]
     allowed = f"available: {', '.join(counts) or 'none'}"
     allowed += ", any N drawn from train" if FULL_SPLIT in splits else ""

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from tempo_cli.data.datasets import resolve_dataset
 from tempo_cli.data.frames import IMAGE_EXTS, iter_image_chunks, list_images
 from tempo_cli.data.labelled import LabelledSplit, list_split, read_split
+from tempo_cli.data.labelled_data import open_labelled
 from tempo_cli.data.transforms import NEAREST
 from tempo_cli.errors import UsageError
 from tempo_cli.models.classifier import LoadedClassifier, load_classifiers
@@ -92,7 +92,8 @@ def load_inputs(settings: ExplainSettings, images: str | None = None) -> Explain
     """`--data`/`--split` (or `--images DIR`) and `--path`/`--compare` of a command."""
     if images is not None:
         return load_unlabelled(settings, images)
-    files = list_split(resolve_dataset(settings.data), settings.split, option="--split")
+    data = open_labelled(settings.data, settings.split_options())
+    files = list_split(data, settings.split, option="--split")
     models = load_classifiers(settings.path, settings.compare, files.present_classes)
     size = settings.resolved_image_size(models[0].image_size)
     _size_warnings(settings, models, size)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tempo_cli.data.datasets import resolve_dataset
+from tempo_cli.data.labelled_data import detect_form, open_labelled
 from tempo_cli.data.pairs import epoch_pairs
 from tempo_cli.data.sequences import FrameStore
 from tempo_cli.errors import TempoError, UsageError
@@ -93,12 +94,21 @@ class MonitorPlan:
         )
 
 
+def _other_form(where: Path) -> bool:
+    """A manifest, or a folder of class folders (`data.labelled_data`'s other forms)."""
+    if where.is_file() or not where.is_dir():
+        return where.is_file()
+    return detect_form(where) == "tree" and any(p.is_dir() for p in where.iterdir())
+
+
 def plan_monitor(s: PretrainSettings, data_path: Path) -> MonitorPlan:
     """Resolve `--monitor auto` (knn when the monitor data has labelled splits, else none)
     and `--monitor-data` (default: the dataset root). UsageError for knn/linear without
     labelled splits."""
     where = data_path if s.monitor_data is None else resolve_dataset(s.monitor_data)
-    root = find_labelled_root(where)
+    root: Any = find_labelled_root(where)
+    if root is None and s.monitor_data is not None and _other_form(where):
+        root = open_labelled(where, option="--monitor-data")  # a tree or a manifest
     kind = s.monitor if s.monitor != "auto" else ("knn" if root is not None else "none")
     if kind != "none" and root is None:
         option = "--monitor-data" if s.monitor_data is not None else "--monitor"

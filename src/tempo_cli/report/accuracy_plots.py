@@ -55,6 +55,8 @@ def plot_curves(curves: Sequence[dict[str, Any]], title: str = "test accuracy") 
             `mean` (S,), `std` (S,) (sequences or tensors); optional `lr` (float | None:
             named in the legend when given).
     """
+    from matplotlib.ticker import MaxNLocator
+
     groups: list[int | None] = []
     for c in curves:
         if c["samples_pc"] not in groups:
@@ -76,6 +78,7 @@ def plot_curves(curves: Sequence[dict[str, Any]], title: str = "test accuracy") 
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(f"samples per class: {samples_label(sp)}")
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole iterations
         ax.set_ylabel("accuracy")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)

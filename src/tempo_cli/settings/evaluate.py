@@ -16,13 +16,13 @@ from pydantic_settings import NoDecode
 from tempo_cli.settings.base import (
     AUTO,
     Backbone,
-    CommandSettings,
     Device,
     RecordedImageSize,
     device_field,
     image_size_field,
     recipe_field,
 )
+from tempo_cli.settings.data import SplitSettings
 
 #: Tokens of `--samples-pc` that mean the full `train` split.
 FULL_TOKENS = ("full", "all", "none", "train")
@@ -120,7 +120,7 @@ def _canonical_bn_batch_size(value: Any) -> str:
     return f"{sizes[0]},{sizes[1]}"
 
 
-class EvalSettings(RecordedImageSize, CommandSettings):
+class EvalSettings(RecordedImageSize, SplitSettings):
     """Options every `tempo eval` protocol shares."""
 
     command: ClassVar[str] = "eval"
@@ -132,7 +132,8 @@ class EvalSettings(RecordedImageSize, CommandSettings):
     )
     data: str = Field(
         "asl",
-        description="Dataset name or root with train[-N]/ and test/ (and val/: selection).",
+        description="Labelled data: a dataset name, a root with train[-N]/ and test/ (and "
+        "val/: selection), a class-folder tree or a manifest .csv (docs/data.md).",
     )
     recipe: str | None = recipe_field()
     samples_pc: Annotated[str, NoDecode] = Field(

@@ -9,12 +9,12 @@ from pydantic import Field, field_validator
 
 from tempo_cli.settings.base import (
     AUTO,
-    CommandSettings,
     Device,
     RecordedImageSize,
     device_field,
     image_size_field,
 )
+from tempo_cli.settings.data import SplitSettings
 
 # The study's noise levels; L-inf budgets of an order that moves a classifier for the
 # gradient attacks (0, 1/255, 2/255, 4/255, 8/255, 16/255 rounded).
@@ -56,7 +56,7 @@ def _images_field() -> Any:
     )
 
 
-class ExplainSettings(RecordedImageSize, CommandSettings):
+class ExplainSettings(RecordedImageSize, SplitSettings):
     """Options every explain command shares."""
 
     command: ClassVar[str] = "explain"
@@ -67,7 +67,11 @@ class ExplainSettings(RecordedImageSize, CommandSettings):
         "--save-model`, or the reference tempo.pth): a file or a name in the model directory."
     )
     compare: str | None = Field(None, description="A second classifier to compare side by side.")
-    data: str = Field("asl", description="Dataset name or root with <split>/<CLASS>/.")
+    data: str = Field(
+        "asl",
+        description="Labelled data: a dataset name, a root with <split>/<CLASS>/, a "
+        "class-folder tree or a manifest .csv (docs/data.md).",
+    )
     split: str = Field("test", description="Labelled split to explain.")
     out: str | None = Field(
         None, description="Output folder (absent: the run folder runs/<name>/)."

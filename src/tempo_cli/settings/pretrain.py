@@ -106,7 +106,8 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
     )
     monitor_data: str | None = Field(
         None,
-        description="Labelled dataset root (or name) of --monitor; default: the --data root.",
+        description="Labelled data of --monitor: a dataset name or root, a class-folder tree or "
+        "a manifest .csv (split as --split-fractions/--split-seed default); default: --data.",
     )
     monitor_samples_pc: int = Field(
         5, ge=1, description="Labelled images per class --monitor trains on (scored on test)."

@@ -13,11 +13,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
 from tempo_cli.settings.base import CommandSettings, Device
+from tempo_cli.study.stages import STAGES
 
-#: `--force` takes the selectable stages and the two internal ones.
-FORCEABLE = (
-    "pretrain", "classifier", "linear", "semisup", "knn", "relevance", "lrp", "noise", "segment",
-)  # fmt: skip
+#: `--force` takes every stage, the internal ones (pretrain, classifier) too.
+FORCEABLE = tuple(STAGES)
 
 
 class StudySettings(CommandSettings):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tempo_cli.errors import TempoError
-from tempo_cli.study.checks import checked_options, need, settings_from, table_of
+from tempo_cli.study.checks import checked_options, need, table_of
 
 #: Where an arm's backbone comes from.
 SOURCES = ("pretrain", "imagenet", "random", "checkpoint")
@@ -49,8 +49,8 @@ class Arm:
         return out
 
 
-def parse_arms(data: dict[str, Any], top: dict[str, Any]) -> tuple[Arm, ...]:
-    """The `[arms.NAME]` tables, in file order; `top`: the study's validated top-level values."""
+def parse_arms(data: dict[str, Any]) -> tuple[Arm, ...]:
+    """The `[arms.NAME]` tables, in file order."""
     from tempo_cli.settings.pretrain import PretrainSettings
 
     shared = checked_options(table_of(data, "pretrain"), PretrainSettings, "pretrain")
@@ -60,7 +60,7 @@ def parse_arms(data: dict[str, Any], top: dict[str, Any]) -> tuple[Arm, ...]:
     folders: set[str] = set()
     for i, (name, spec) in enumerate(table.items()):
         need(isinstance(spec, dict), f"arms.{name}", spec, "a table")
-        arm = _arm(str(name), spec, shared, top)
+        arm = _arm(str(name), spec, shared)
         folder = _folder(arm.name, i, folders)
         folders.add(folder)
         arms.append(Arm(**{**arm.__dict__, "folder": folder}))
@@ -76,7 +76,7 @@ def _folder(name: str, index: int, taken: set[str]) -> str:
     return folder
 
 
-def _arm(name: str, spec: dict[str, Any], shared: dict[str, Any], top: dict[str, Any]) -> Arm:
+def _arm(name: str, spec: dict[str, Any], shared: dict[str, Any]) -> Arm:
     from tempo_cli.settings.pretrain import PretrainSettings
 
     where = f"arms.{name}"
@@ -104,10 +104,8 @@ def _arm(name: str, spec: dict[str, Any], shared: dict[str, Any], top: dict[str,
     if source != "pretrain":
         return Arm(name, "", source)
     own = checked_options(table_of(spec, "pretrain"), PretrainSettings, f"{where}.pretrain")
-    values = {**shared, **own}
-    study_set = {k: top[k] for k in ("data", "backbone", "image_size", "device")}
-    settings_from(PretrainSettings, {**values, **study_set, "seed": 0}, f"[{where}.pretrain] ")
-    return Arm(name, "", source, pretrain=values, repeats=repeats)
+    # Keys checked here, values when the study is planned (stages.PretrainStage).
+    return Arm(name, "", source, pretrain={**shared, **own}, repeats=repeats)
 
 
 def _readable_checkpoint(where: str, value: Any) -> str:

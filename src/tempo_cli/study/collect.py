@@ -39,8 +39,7 @@ Schema (`schema` = 1):
     pretrain: {rows: [{arm, repeat, epochs: [{epoch, loss, pairs_per_s}]}]}
     curves: [{arm, path: "<dir>/linear/curves.png"}]   the probe curves of each arm
     stages: [{arm, repeat, stage, seconds, complete, skipped?}]   wall time per stage
-    figures: [{name, title, path: "figures/<name>.png"}]: not in study.json; added to the
-        dict in memory by figures.write_figures when report_html/report_md draw them.
+    The tables (headline, lr, semisup, ...) are those of sections.SECTIONS, in its order.
 
 Every timing sits under a key named `seconds`, ending in `_seconds`, or `pairs_per_s`.
 """
@@ -53,14 +52,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tempo_cli.study import report_tables as tables
-from tempo_cli.study.spec import STAGE_NAMES
+from tempo_cli.settings.base import CommandSettings
+from tempo_cli.study.fingerprint import METRICS_FILE, STAGE_FILE
+from tempo_cli.study.sections import SECTIONS
+from tempo_cli.study.stages import STAGES
 
 SCHEMA = 1
-#: Stages read from disk, in run order ("pretrain"/"classifier" are internal stages).
-READ_STAGES = ("pretrain", "classifier", *STAGE_NAMES)
-#: Settings that say how a stage ran, not what it computed: left out of `config`.
-RUNTIME_KEYS = frozenset({"name", "quiet", "debug"})
+#: Settings every command has (name, quiet, debug): how a stage ran, left out of `config`.
+RUNTIME_KEYS = frozenset(CommandSettings.model_fields)
+#: The resolved settings a command writes into its folder (report.run_dir.RunDir).
+CONFIG_FILE = "config.json"
 
 
 @dataclass
@@ -95,19 +96,10 @@ def collect_study(study: Any, study_dir: str | Path) -> dict[str, Any]:
         "device": device_text(getattr(study, "device", "auto")),
         "arms": {arm.name: arm_summary(arm, loaded[arm.name]) for arm in study.arms},
     }
-    for key, stage in (("headline", "linear"), ("semisup", "semisup"), ("knn", "knn")):
-        table = tables.accuracy_table(stage, loaded, baseline)
+    for section in SECTIONS:
+        table = section.build(loaded, baseline)
         if table is not None:
-            data[key] = table
-    sections = {
-        "lr": tables.lr_view(loaded),
-        "noise": tables.noise_table(loaded),
-        "relevance": tables.relevance_table(loaded),
-        "lrp": tables.lrp_table(loaded),
-        "segment": tables.segment_table(loaded),
-        "pretrain": tables.pretrain_table(loaded),
-    }
-    data.update({k: v for k, v in sections.items() if v is not None})
+            data[section.key] = table
     data["curves"] = probe_curves(loaded, study_dir)
     data["stages"] = stage_times(loaded)
     return data
@@ -121,7 +113,7 @@ def read_arm(arm: Any, study_dir: Path) -> list[RunData]:
     else:
         runs = [RunData(None, arm.folder)]
     for run in runs:
-        for stage in READ_STAGES:
+        for stage in STAGES:
             data = read_stage(study_dir, f"{run.dir}/{stage}")
             if data is not None:
                 run.stages[stage] = data
@@ -132,13 +124,13 @@ def read_stage(study_dir: Path, rel: str) -> StageData | None:
     """A stage folder's files, or None when it did not finish (no metrics.json, or
     stage.json says incomplete). A skipped stage (stage.json "skipped") is kept."""
     folder = study_dir / rel
-    status = _read_json(folder / "stage.json") or {}
+    status = _read_json(folder / STAGE_FILE) or {}
     if status and not status.get("complete", False):
         return None
-    metrics = _read_json(folder / "metrics.json")
+    metrics = _read_json(folder / METRICS_FILE)
     if metrics is None and not status.get("skipped"):
         return None
-    config = _read_json(folder / "config.json") or {}
+    config = _read_json(folder / CONFIG_FILE) or {}
     config = {k: _relative(v, study_dir) for k, v in config.items() if k not in RUNTIME_KEYS}
     return StageData(rel, status, metrics or {}, config)
 
@@ -217,12 +209,14 @@ def stage_times(loaded: dict[str, list[RunData]]) -> list[dict[str, Any]]:
 
 def probe_curves(loaded: dict[str, list[RunData]], study_dir: Path) -> list[dict[str, Any]]:
     """Each arm's linear-probe curves figure (the first repeat's), where it exists."""
+    from tempo_cli.evaluate.protocol import CURVES_FIGURE
+
     out = []
     for arm, runs in loaded.items():
         for run in runs:
             stage = run.stages.get("linear")
-            if stage is not None and (study_dir / stage.dir / "curves.png").is_file():
-                out.append({"arm": arm, "path": f"{stage.dir}/curves.png"})
+            if stage is not None and (study_dir / stage.dir / CURVES_FIGURE).is_file():
+                out.append({"arm": arm, "path": f"{stage.dir}/{CURVES_FIGURE}"})
                 break
     return out
 

@@ -1,11 +1,11 @@
 """The study's figures, drawn from study.json's dict into `runs/<study>/figures/*.png`.
 
-accuracy_vs_samples.png (headline, all arms, error bars), knn_vs_samples.png,
-noise.png (accuracy per noise level), pretrain_loss.png (loss per epoch), and
-lrp_<CLASS>.png (the arms' LRP contact sheets of one class side by side, up to
-`LRP_CLASSES` classes). Each arm's probe curves (`<arm>/linear/curves.png`) are
-referenced where they are, not redrawn. Figures are `matplotlib.figure.Figure` (no
-pyplot, Agg) and written atomically; a figure without data is not drawn.
+accuracy_vs_samples.png (headline, all arms, error bars), semisup_vs_samples.png,
+knn_vs_samples.png, noise.png (accuracy per noise level), pretrain_loss.png (loss per
+epoch), and lrp_<CLASS>.png (the arms' LRP contact sheets of one class side by side, up to
+`LRP_CLASSES` classes); sections.py says which section draws which. Each function draws
+one table's figure and returns {name, title, path} (path relative to the study folder).
+Figures are `matplotlib.figure.Figure` (no pyplot, Agg) and written atomically.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tempo_cli import atomic
+from tempo_cli.study.report_models import single_runs
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -42,38 +43,17 @@ def _save(fig: Figure, study_dir: Path, name: str, title: str) -> dict[str, str]
     return {"name": name, "title": title, "path": rel}
 
 
-def write_figures(study_dir: str | Path, data: dict[str, Any]) -> list[dict[str, str]]:
-    """Draw every figure `data` has numbers for; returns [{name, title, path}] (path
-    relative to `study_dir`) and stores the list as `data["figures"]`."""
-    study_dir = Path(study_dir)
-    out: list[dict[str, str]] = []
-    for key, name, title in (
-        ("headline", "accuracy_vs_samples", "Linear-probe accuracy vs labelled samples per class"),
-        ("semisup", "semisup_vs_samples", "Semi-supervised accuracy vs samples per class"),
-        ("knn", "knn_vs_samples", "kNN accuracy vs labelled samples per class"),
-    ):
-        if data.get(key):
-            out.append(_save(accuracy_figure(data[key], title), study_dir, name, title))
-    if data.get("noise"):
-        title = "Accuracy under Gaussian noise"
-        out.append(_save(noise_figure(data["noise"], title), study_dir, "noise", title))
-    if data.get("pretrain"):
-        title = "Pre-training loss per epoch"
-        out.append(_save(loss_figure(data["pretrain"], title), study_dir, "pretrain_loss", title))
-    if data.get("lrp"):
-        out.extend(lrp_figures(study_dir, data["lrp"]))
-    data["figures"] = out
-    return out
-
-
 def _x_order(columns: list[str]) -> list[str]:
     """Samples-per-class columns as categories: numbers ascending, "full" last."""
     nums = sorted((c for c in columns if c != "full"), key=int)
     return nums + (["full"] if "full" in columns else [])
 
 
-def accuracy_figure(table: dict[str, Any], title: str) -> Figure:
-    """Mean ± std per arm against samples per class (categorical x, "full" last)."""
+def accuracy_figure(
+    study_dir: Path, table: dict[str, Any], name: str, title: str
+) -> dict[str, str]:
+    """`<name>.png`: mean ± std per arm against samples per class (categorical x, "full"
+    last)."""
     cols = _x_order(table["columns"])
     fig = _figure((6.4, 4.2))
     ax = fig.add_subplot()
@@ -89,9 +69,10 @@ def accuracy_figure(table: dict[str, Any], title: str) -> Figure:
             label=_text(row["arm"]),
         )
     ax.set_xticks(range(len(cols)), cols)
-    title = f"{title}\n(± over {_text(table['over'])})"
-    _finish(ax, "labelled samples per class", "test accuracy", title, fontsize=9)
-    return fig
+    over = _text(table["over"])
+    heading = f"{title}\n({over})" if single_runs(table) else f"{title}\n(± over {over})"
+    _finish(ax, "labelled samples per class", "test accuracy", heading, fontsize=9)
+    return _save(fig, study_dir, name, title)
 
 
 def _finish(ax: Axes, xlabel: str, ylabel: str, title: str, **title_kw: Any) -> None:
@@ -103,8 +84,9 @@ def _finish(ax: Axes, xlabel: str, ylabel: str, title: str, **title_kw: Any) -> 
     ax.legend(fontsize=8)
 
 
-def noise_figure(table: dict[str, Any], title: str) -> Figure:
-    """Accuracy against noise level, one line per arm."""
+def noise_figure(study_dir: Path, table: dict[str, Any]) -> dict[str, str]:
+    """noise.png: accuracy against noise level, one line per arm."""
+    title = "Accuracy under Gaussian noise"
     fig = _figure((6.4, 4.2))
     ax = fig.add_subplot()
     for row in table["rows"]:
@@ -116,11 +98,14 @@ def noise_figure(table: dict[str, Any], title: str) -> Figure:
             label=_text(row["arm"]),
         )
     _finish(ax, "noise level", "test accuracy", title)
-    return fig
+    return _save(fig, study_dir, "noise", title)
 
 
-def loss_figure(table: dict[str, Any], title: str) -> Figure:
-    """Pre-training loss per epoch, one line per arm (and repeat)."""
+def loss_figure(study_dir: Path, table: dict[str, Any]) -> dict[str, str]:
+    """pretrain_loss.png: pre-training loss per epoch, one line per arm (and repeat)."""
+    from matplotlib.ticker import MaxNLocator
+
+    title = "Pre-training loss per epoch"
     fig = _figure((6.4, 4.2))
     ax = fig.add_subplot()
     for row in table["rows"]:
@@ -132,8 +117,9 @@ def loss_figure(table: dict[str, Any], title: str) -> Figure:
             marker="o",
             label=_text(label),
         )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     _finish(ax, "epoch", "loss", title)
-    return fig
+    return _save(fig, study_dir, "pretrain_loss", title)
 
 
 def lrp_figures(study_dir: Path, table: dict[str, Any]) -> list[dict[str, str]]:

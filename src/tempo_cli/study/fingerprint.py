@@ -18,12 +18,14 @@ from typing import Any
 
 from tempo_cli import atomic
 from tempo_cli.settings.base import CommandSettings
+from tempo_cli.settings.pretrain import RUNTIME_FIELDS as PRETRAIN_RUNTIME_FIELDS
 
 STAGE_FILE = "stage.json"
-#: Settings that change how a stage runs, never what it computes.
-RUNTIME_FIELDS = frozenset(
-    {"name", "quiet", "debug", "workers", "checkpoint_minutes", "max_steps", "resume"}
-)
+#: What every command writes into its folder (report.run_dir.RunDir): its result.
+METRICS_FILE = "metrics.json"
+#: Settings that change how a stage runs, never what it computes: pre-training's runtime
+#: fields (the widest set), but the device (its numbers differ from one device to another).
+RUNTIME_FIELDS = PRETRAIN_RUNTIME_FIELDS - {"device"}
 _CHUNK = 1 << 20
 #: (path, size, mtime_ns) -> content hash: one arm's model.pt is read once per process.
 _hashes: dict[tuple[str, int, int], str] = {}
@@ -73,4 +75,4 @@ def is_done(record: dict[str, Any] | None, fp: str, folder: Path) -> bool:
     """Complete, same fingerprint, and its metrics.json there (or recorded as skipped)."""
     if record is None or not record.get("complete") or record.get("fingerprint") != fp:
         return False
-    return "skipped" in record or (folder / "metrics.json").is_file()
+    return "skipped" in record or (folder / METRICS_FILE).is_file()

@@ -10,14 +10,13 @@ stable attributes for tools and tests: `data-table`, `data-arm`, `data-col`, `da
 from __future__ import annotations
 
 import base64
-import json
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from tempo_cli import atomic
-from tempo_cli.study import figures
 from tempo_cli.study import report_models as t
+from tempo_cli.study.sections import SECTIONS, Figure, Section
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;
@@ -36,20 +35,20 @@ table,figure{break-inside:avoid}td.best{background:none}pre{white-space:pre-wrap
 """
 
 
-def write_html(study_dir: str | Path, data: dict[str, Any]) -> Path:
-    """Write `study_dir/report.html` from study.json's dict (drawing the figures when
-    `data` has none yet); returns its path."""
+def write_html(study_dir: str | Path, data: dict[str, Any], figs: dict[str, list[Figure]]) -> Path:
+    """Write `study_dir/report.html` from study.json's dict and the sections' figures
+    (sections.draw_figures); returns its path."""
     study_dir = Path(study_dir)
-    if "figures" not in data:
-        figures.write_figures(study_dir, data)
     name = escape(str(data.get("name", "")))
     body = [f"<h1>Study {name}</h1>", _intro(data)]
-    body += [s for s in _sections(study_dir, data) if s]
+    for sec in SECTIONS:
+        body.append(_section(study_dir, sec, data.get(sec.key), figs.get(sec.key, [])))
+    body.append(_appendix(data))
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>tempo study {name}</title><style>{CSS}</style></head>\n<body>\n"
-        + "\n".join(body)
+        + "\n".join(b for b in body if b)
         + "\n</body></html>\n"
     )
     path = study_dir / "report.html"
@@ -57,30 +56,24 @@ def write_html(study_dir: str | Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def _sections(study_dir: Path, data: dict[str, Any]) -> list[str]:
-    """The report's sections in order ("" for one without data); figures are embedded
-    next to their table."""
-    figs = {f["name"]: f for f in data.get("figures", [])}
-
-    def fig(name: str) -> str:
-        f = figs.get(name)
-        return _figure(study_dir, f["path"], f["title"]) if f else ""
-
-    lrp_figs = "".join(fig(n) for n in figs if n.startswith("lrp_"))
-    return [
-        _accuracy_section(data.get("headline"), "Linear probe (headline)", "headline")
-        + fig("accuracy_vs_samples"),
-        _lr_section(data.get("lr")),
-        _accuracy_section(data.get("semisup"), "Semi-supervised fine-tuning", "semisup")
-        + fig("semisup_vs_samples"),
-        _accuracy_section(data.get("knn"), "kNN", "knn") + fig("knn_vs_samples"),
-        _relevance_section(data.get("relevance")),
-        _noise_section(data.get("noise")) + fig("noise"),
-        _lrp_section(data.get("lrp"), lrp_figs),
-        _segment_section(data.get("segment")),
-        _figures_section(study_dir, data, fig("pretrain_loss")),
-        _appendix(data),
-    ]
+def _section(
+    study_dir: Path, sec: Section, table: dict[str, Any] | None, figs: list[Figure]
+) -> str:
+    """One section: its notes, table and listing (when study.json has its table), then its
+    figures embedded; "" when it has neither."""
+    parts = []
+    if table and sec.view is not None:
+        model = sec.view(table)
+        parts += [f"<p>{escape(note)}</p>" for note in model.notes]
+        parts.append(_table(model))
+        if model.listing:
+            title, items = model.listing
+            lis = "".join(f"<li>{escape(item)}</li>" for item in items)
+            parts.append(f"<p>{escape(title)}</p><ul>{lis}</ul>")
+    parts += [_figure(study_dir, fig["path"], fig["title"]) for fig in figs]
+    if not any(parts):
+        return ""
+    return f"<section id='{sec.key}'><h2>{escape(sec.title)}</h2>{''.join(parts)}</section>"
 
 
 def _intro(data: dict[str, Any]) -> str:
@@ -128,9 +121,10 @@ def _plain_td(row: t.RowModel, c: t.CellModel) -> str:
     return f"<td>{text}{_note(c)}</td>"
 
 
-def _table(m: t.TableModel, caption: str, cls: str | None = None) -> str:
-    """`m` as a <table>; `cls` None: plain cells, else rich cells of that class."""
+def _table(m: t.TableModel) -> str:
+    """`m` as a <table>: plain cells, or (`cell_class` set) cells with the data attributes."""
     th = "".join(f"<th>{escape(h)}</th>" for h in m.header)
+    cls = m.cell_class
     body = "".join(
         f"<tr><td class='arm'>{escape(row.head)}</td>"
         + "".join(_plain_td(row, c) if cls is None else _rich_td(row, c, cls) for c in row.cells)
@@ -138,98 +132,9 @@ def _table(m: t.TableModel, caption: str, cls: str | None = None) -> str:
         for row in m.rows
     )
     return (
-        f"<table data-table='{m.key}'><caption>{caption}</caption>"
+        f"<table data-table='{m.key}'><caption>{escape(m.caption)}</caption>"
         f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
     )
-
-
-def _accuracy_section(table: dict[str, Any] | None, title: str, key: str) -> str:
-    """A table of rows = arms, columns = samples per class, cells mean ± std + gain."""
-    if not table:
-        return ""
-    base = table.get("baseline")
-    caption = (
-        f"Final test accuracy, mean ± std over {escape(table['over'])}. "
-        "Columns: labelled samples per class. Bold: best per column. "
-        + (f"Under each cell: the gain in points over the baseline {escape(base)}." if base else "")
-    )
-    return (
-        f"<section id='{key}'><h2>{escape(title)}</h2>"
-        + _table(t.accuracy_model(table, key), caption, "cell")
-        + "</section>"
-    )
-
-
-def _lr_section(view: dict[str, Any] | None) -> str:
-    """Each arm at the reference lr and at the chosen lr, with the arm order per column."""
-    if not view:
-        return ""
-    order = "".join(f"<li>{escape(line)}</li>" for line in t.lr_orders(view))
-    note = (
-        ""
-        if view["reference_lr"] is not None
-        else "<p>The reference lr 0.01 was not in the grid.</p>"
-    )
-    caption = "Linear probe at the reference lr and at the lr chosen on val (or on test, marked)."
-    return (
-        "<section id='lr'><h2>Learning-rate robustness</h2>"
-        + note
-        + _table(t.lr_model(view), caption, "")
-        + "<p>Order of the arms, best first:</p><ul>"
-        + order
-        + "</ul></section>"
-    )
-
-
-def _relevance_section(table: dict[str, Any] | None) -> str:
-    if not table:
-        return ""
-    cap = "Relative relevance inside the hand masks (share of positive LRP relevance), mean ± std."
-    return (
-        "<section id='relevance'><h2>Relative relevance</h2>"
-        + _table(t.relevance_model(table), cap)
-        + "</section>"
-    )
-
-
-def _noise_section(table: dict[str, Any] | None) -> str:
-    if not table:
-        return ""
-    return (
-        "<section id='noise'><h2>Accuracy under noise</h2>"
-        + _table(t.noise_model(table), "Test accuracy per Gaussian noise level.")
-        + "</section>"
-    )
-
-
-def _lrp_section(table: dict[str, Any] | None, figs: str) -> str:
-    if not table:
-        return ""
-    cap = "Test accuracy of each arm's classifier explained by LRP."
-    return "<section id='lrp'><h2>LRP</h2>" + _table(t.lrp_model(table), cap) + figs + "</section>"
-
-
-def _segment_section(table: dict[str, Any] | None) -> str:
-    if not table:
-        return ""
-    cap = (
-        "Mask R-CNN: final AP and the first evaluated iteration reaching 90% of the final segm AP."
-    )
-    return (
-        "<section id='segment'><h2>Segmentation</h2>"
-        + _table(t.segment_model(table), cap)
-        + "</section>"
-    )
-
-
-def _figures_section(study_dir: Path, data: dict[str, Any], loss_fig: str) -> str:
-    curves = "".join(
-        _figure(study_dir, c["path"], f"Linear-probe curves: {c['arm']}")
-        for c in data.get("curves", [])
-    )
-    if not (curves or loss_fig):
-        return ""
-    return f"<section id='figures'><h2>Figures</h2>{loss_fig}{curves}</section>"
 
 
 def _figure(study_dir: Path, rel: str, caption: str) -> str:
@@ -247,24 +152,15 @@ def _figure(study_dir: Path, rel: str, caption: str) -> str:
 
 def _appendix(data: dict[str, Any]) -> str:
     """Versions, device, wall time per stage and every stage's resolved settings."""
-    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    m = t.appendix_model(data)
     parts = [
         "<section id='appendix'><h2>Appendix: settings and reproducibility</h2>",
-        f"<p>Versions: {escape(versions)}. Device: {escape(str(data.get('device')))}.</p>",
-        _table(t.stages_model(data), "Wall time per stage."),
-        "<h3>Resolved study</h3>",
-        f"<pre>{escape(json.dumps(data.get('study', {}), indent=1, default=str))}</pre>",
+        f"<p>{escape(m.facts)}</p>",
+        _table(t.stages_model(data)),
+        f"<h3>Resolved study</h3><pre>{escape(m.study)}</pre>",
     ]
-    for arm, info in data.get("arms", {}).items():
-        source = escape(str(info.get("source")))
-        parts.append(f"<h3>Arm {escape(arm)} <span class='muted'>({source})</span></h3>")
-        for run in info.get("runs", []):
-            for stage, s in run.get("stages", {}).items():
-                settings = " ".join(
-                    f"{k}={json.dumps(v, default=str)}" for k, v in s.get("config", {}).items()
-                )
-                parts.append(
-                    f"<p><b>{escape(run['dir'])}/{escape(stage)}</b></p><pre>{escape(settings)}</pre>"
-                )
+    for arm, source, stages in m.arms:
+        parts.append(f"<h3>Arm {escape(arm)} <span class='muted'>({escape(source)})</span></h3>")
+        parts += [f"<p><b>{escape(s)}</b></p><pre>{escape(text)}</pre>" for s, text in stages]
     parts.append("</section>")
     return "\n".join(parts)

@@ -9,14 +9,13 @@ characters that format: backticks, `*`, `_`, `[`, `]`, `|` that would split a ta
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from tempo_cli import atomic
-from tempo_cli.study import figures
 from tempo_cli.study import report_models as t
+from tempo_cli.study.sections import SECTIONS, Figure, Section
 
 #: Characters Markdown may read as formatting anywhere in a line (or a table cell boundary,
 #: or GitHub math); `<`, `>`, `&` become HTML entities. Line-start markers (`#`, `-`, `1.`)
@@ -30,30 +29,35 @@ def md(s: Any) -> str:
     return html.escape(out, quote=True).replace("\n", " ")
 
 
-def write_markdown(study_dir: str | Path, data: dict[str, Any]) -> Path:
-    """Write `study_dir/report.md` from study.json's dict; returns its path."""
+def write_markdown(
+    study_dir: str | Path, data: dict[str, Any], figs: dict[str, list[Figure]]
+) -> Path:
+    """Write `study_dir/report.md` from study.json's dict and the sections' figures
+    (sections.draw_figures); returns its path."""
     study_dir = Path(study_dir)
-    if "figures" not in data:
-        figures.write_figures(study_dir, data)
-    figs = {f["name"]: f for f in data.get("figures", [])}
     parts = [f"# Study {md(data.get('name', ''))}", _intro(data)]
-    parts += [
-        _accuracy(data.get("headline"), "Linear probe (headline)", figs.get("accuracy_vs_samples")),
-        _lr(data.get("lr")),
-        _accuracy(
-            data.get("semisup"), "Semi-supervised fine-tuning", figs.get("semisup_vs_samples")
-        ),
-        _accuracy(data.get("knn"), "kNN", figs.get("knn_vs_samples")),
-        _relevance(data.get("relevance")),
-        _noise(data.get("noise"), figs.get("noise")),
-        _lrp(data.get("lrp"), [f for f in data.get("figures", []) if f["name"].startswith("lrp_")]),
-        _segment(data.get("segment")),
-        _figures(data, figs.get("pretrain_loss")),
-        _appendix(data),
-    ]
+    parts += [_section(sec, data.get(sec.key), figs.get(sec.key, [])) for sec in SECTIONS]
+    parts.append(_appendix(data))
     path = study_dir / "report.md"
     atomic.write_text(path, "\n\n".join(p for p in parts if p) + "\n")
     return path
+
+
+def _section(sec: Section, table: dict[str, Any] | None, figs: list[Figure]) -> str:
+    """One section: notes, table, caption and listing (when study.json has its table), then
+    its figures; "" when it has neither."""
+    parts = []
+    if table and sec.view is not None:
+        model = sec.view(table)
+        parts += [md(note) for note in model.notes]
+        parts += [_table(model), md(model.caption)]
+        if model.listing:
+            title, items = model.listing
+            parts += [md(title), "\n".join(f"- {md(item)}" for item in items)]
+    parts += [_image(fig["path"], fig["title"]) for fig in figs]
+    if not any(parts):
+        return ""
+    return "\n\n".join([f"## {md(sec.title)}", *(p for p in parts if p)])
 
 
 def _cell(c: t.CellModel) -> str:
@@ -78,88 +82,18 @@ def _intro(data: dict[str, Any]) -> str:
     return "\n".join(f"- {k}: {md(v)}" for k, v in t.intro_items(data))
 
 
-def _accuracy(table: dict[str, Any] | None, title: str, fig: dict[str, str] | None) -> str:
-    if not table:
-        return ""
-    base = table.get("baseline")
-    caption = (
-        f"Final test accuracy, mean ± std over {md(table['over'])}; columns: labelled samples "
-        "per class; **bold**: best per column"
-        + (f"; (+x.x): gain in points over the baseline {md(base)}." if base else ".")
-    )
-    out = [f"## {title}", _table(t.accuracy_model(table, "")), caption]
-    if fig:
-        out.append(_image(fig["path"], fig["title"]))
-    return "\n\n".join(out)
-
-
-def _lr(view: dict[str, Any] | None) -> str:
-    if not view:
-        return ""
-    order = [f"- {md(line)}" for line in t.lr_orders(view)]
-    note = (
-        "" if view["reference_lr"] is not None else "The reference lr 0.01 was not in the grid.\n\n"
-    )
-    return (
-        "## Learning-rate robustness\n\n"
-        + note
-        + _table(t.lr_model(view))
-        + "\n\nOrder of the arms, best first:\n\n"
-        + "\n".join(order)
-    )
-
-
-def _relevance(table: dict[str, Any] | None) -> str:
-    if not table:
-        return ""
-    return "## Relative relevance\n\n" + _table(t.relevance_model(table))
-
-
-def _noise(table: dict[str, Any] | None, fig: dict[str, str] | None) -> str:
-    if not table:
-        return ""
-    out = "## Accuracy under noise\n\n" + _table(t.noise_model(table))
-    return out + (f"\n\n{_image(fig['path'], fig['title'])}" if fig else "")
-
-
-def _lrp(table: dict[str, Any] | None, figs: list[dict[str, str]]) -> str:
-    if not table:
-        return ""
-    out = "## LRP\n\n" + _table(t.lrp_model(table))
-    return "\n\n".join([out, *(_image(f["path"], f["title"]) for f in figs)])
-
-
-def _segment(table: dict[str, Any] | None) -> str:
-    if not table:
-        return ""
-    return "## Segmentation\n\n" + _table(t.segment_model(table))
-
-
-def _figures(data: dict[str, Any], loss: dict[str, str] | None) -> str:
-    images = [_image(loss["path"], loss["title"])] if loss else []
-    images += [
-        _image(c["path"], f"Linear-probe curves: {c['arm']}") for c in data.get("curves", [])
-    ]
-    return "## Figures\n\n" + "\n\n".join(images) if images else ""
-
-
 def _appendix(data: dict[str, Any]) -> str:
-    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    m = t.appendix_model(data)
     parts = [
         "## Appendix: settings and reproducibility",
-        f"Versions: {md(versions)}. Device: {md(data.get('device'))}.",
+        md(m.facts),
         _table(t.stages_model(data)),
         "### Resolved study",
-        _pre(json.dumps(data.get("study", {}), indent=1, default=str)),
+        _pre(m.study),
     ]
-    for arm, info in data.get("arms", {}).items():
-        parts.append(f"### Arm {md(arm)} ({md(info.get('source'))})")
-        for run in info.get("runs", []):
-            for stage, s in run.get("stages", {}).items():
-                settings = " ".join(
-                    f"{k}={json.dumps(v, default=str)}" for k, v in s.get("config", {}).items()
-                )
-                parts.append(f"**{md(run['dir'])}/{md(stage)}**\n\n{_pre(settings)}")
+    for arm, source, stages in m.arms:
+        parts.append(f"### Arm {md(arm)} ({md(source)})")
+        parts += [f"**{md(s)}**\n\n{_pre(text)}" for s, text in stages]
     return "\n\n".join(parts)
 
 

@@ -6,8 +6,11 @@ Each `*_model` turns one table of study.json (report_tables.py builds those) int
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from tempo_cli.study.report_tables import REFERENCE_LR
 
 # --- table models: report_html and report_md only escape and format these -------------
 # Texts here are plain (unescaped); each writer escapes every text it prints.
@@ -44,9 +47,17 @@ class RowModel:
 
 @dataclass(frozen=True)
 class TableModel:
+    """A table and the texts around it. `cell_class`: None for plain cells (the numbers'
+    data attributes on a span), else the class of cells that carry them themselves."""
+
     key: str
     header: list[str]
     rows: list[RowModel]
+    caption: str = ""
+    cell_class: str | None = None
+    #: Paragraphs before the table; a titled list after it.
+    notes: tuple[str, ...] = ()
+    listing: tuple[str, tuple[str, ...]] | None = None
 
 
 def _value(col: str, cell: dict[str, Any] | None, text: str | None = None) -> CellModel:
@@ -64,7 +75,23 @@ def accuracy_model(table: dict[str, Any], key: str) -> TableModel:
             best = arm in table["best"].get(col, [])
             cells.append(CellModel(fmt_cell(cell), col, cell, best=best, gain=gain))
         rows.append(RowModel(arm, key, cells))
-    return TableModel(key, ["arm", *table["columns"]], rows)
+    base = table.get("baseline")
+    spread = (
+        f"one {table['over'].removeprefix('1 ')}"
+        if single_runs(table)
+        else (f"mean ± std over {table['over']}")
+    )
+    caption = (
+        f"Final test accuracy, {spread}. Columns: labelled samples "
+        "per class. Bold: the best per column"
+        + (f"; +x: the gain in points over the baseline {base}." if base else ".")
+    )
+    return TableModel(key, ["arm", *table["columns"]], rows, caption, "cell")
+
+
+def single_runs(table: dict[str, Any]) -> bool:
+    """Every cell of an accuracy table is one run (no spread to show)."""
+    return all(c.get("n") == 1 for row in table["rows"] for c in row["cells"].values())
 
 
 def lr_model(view: dict[str, Any]) -> TableModel:
@@ -84,7 +111,16 @@ def lr_model(view: dict[str, Any]) -> TableModel:
                 f"lr {fmt_lr(ref)}" if kind == "reference" else f"chosen on {row['selected_on']}"
             )
             rows.append(RowModel(row["arm"], f"lr-{kind}", cells, label))
-    return TableModel("lr", ["arm · lr", *view["columns"]], rows)
+    missing = f"The reference lr {fmt_lr(REFERENCE_LR)} was not in the grid."
+    return TableModel(
+        "lr",
+        ["arm · lr", *view["columns"]],
+        rows,
+        "Linear probe at the reference lr and at the lr chosen on val (or on test, marked).",
+        "",
+        notes=() if ref is not None else (missing,),
+        listing=("Order of the arms, best first:", tuple(lr_orders(view))),
+    )
 
 
 def lr_orders(view: dict[str, Any]) -> list[str]:
@@ -110,7 +146,10 @@ def relevance_model(table: dict[str, Any]) -> TableModel:
             cell = {"mean": r["rr_mean"], "std": r["rr_std"], "n": r["n"]}
             cells = [_value("rr", cell), CellModel(str(r["over"]))]
         rows.append(RowModel(r["arm"], "relevance", cells))
-    return TableModel("relevance", ["arm", "relative relevance", "± over"], rows)
+    caption = (
+        "Relative relevance inside the hand masks (share of positive LRP relevance), mean ± std."
+    )
+    return TableModel("relevance", ["arm", "relative relevance", "± over"], rows, caption)
 
 
 def noise_model(table: dict[str, Any]) -> TableModel:
@@ -119,12 +158,14 @@ def noise_model(table: dict[str, Any]) -> TableModel:
         RowModel(r["arm"], "noise", [_value(lv, r["accuracy"].get(lv)) for lv in levels])
         for r in table["rows"]
     ]
-    return TableModel("noise", ["arm", *levels], rows)
+    caption = "Test accuracy per Gaussian noise level."
+    return TableModel("noise", ["arm", *levels], rows, caption)
 
 
 def lrp_model(table: dict[str, Any]) -> TableModel:
     rows = [RowModel(r["arm"], "lrp", [_value("accuracy", r["accuracy"])]) for r in table["rows"]]
-    return TableModel("lrp", ["arm", "classifier accuracy"], rows)
+    caption = "Test accuracy of each arm's classifier explained by LRP."
+    return TableModel("lrp", ["arm", "classifier accuracy"], rows, caption)
 
 
 def segment_model(table: dict[str, Any]) -> TableModel:
@@ -136,7 +177,10 @@ def segment_model(table: dict[str, Any]) -> TableModel:
         cells.append(_value(keys[2], it, "–" if not it else f"{it['mean']:g}"))
         rows.append(RowModel(r["arm"], "segment", cells))
     head = ["arm", "segm AP", "bbox AP", "iterations to 90% segm AP"]
-    return TableModel("segment", head, rows)
+    caption = (
+        "Mask R-CNN: final AP and the first evaluated iteration reaching 90% of the final segm AP."
+    )
+    return TableModel("segment", head, rows, caption)
 
 
 def stages_model(data: dict[str, Any]) -> TableModel:
@@ -149,7 +193,40 @@ def stages_model(data: dict[str, Any]) -> TableModel:
         rows.append(
             RowModel(r["arm"], "stages", [CellModel(repeat), CellModel(r["stage"]), seconds])
         )
-    return TableModel("stages", ["arm", "repeat", "stage", "wall time"], rows)
+    return TableModel(
+        "stages", ["arm", "repeat", "stage", "wall time"], rows, "Wall time per stage."
+    )
+
+
+@dataclass(frozen=True)
+class AppendixModel:
+    """The appendix's texts: versions and device, the resolved study (JSON), and per arm
+    (name, source) each stage's resolved settings (`<run dir>/<stage>`, `k=v k=v`)."""
+
+    facts: str
+    study: str
+    arms: list[tuple[str, str, list[tuple[str, str]]]]
+
+
+def appendix_model(data: dict[str, Any]) -> AppendixModel:
+    versions = ", ".join(f"{k} {v}" for k, v in data.get("versions", {}).items())
+    arms = []
+    for arm, info in data.get("arms", {}).items():
+        stages = [
+            (f"{run['dir']}/{stage}", _settings_text(s.get("config", {})))
+            for run in info.get("runs", [])
+            for stage, s in run.get("stages", {}).items()
+        ]
+        arms.append((arm, str(info.get("source")), stages))
+    return AppendixModel(
+        f"Versions: {versions}. Device: {data.get('device')}.",
+        json.dumps(data.get("study", {}), indent=1, default=str),
+        arms,
+    )
+
+
+def _settings_text(config: dict[str, Any]) -> str:
+    return " ".join(f"{k}={json.dumps(v, default=str)}" for k, v in config.items())
 
 
 def intro_items(data: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -176,11 +253,12 @@ def fmt_acc(v: float | None) -> str:
 
 
 def fmt_cell(cell: dict[str, Any] | None) -> str:
-    """ "0.635 ± 0.005" (or "0.635" when the cell has no spread)."""
+    """ "0.635 ± 0.005" (or "0.635" when the cell has no spread: one run, or no std)."""
     if not cell:
         return "–"
     std = cell.get("std")
-    return fmt_acc(cell["mean"]) + ("" if std is None else f" ± {std:.3f}")
+    single = std is None or cell.get("n") == 1
+    return fmt_acc(cell["mean"]) + ("" if single else f" ± {std:.3f}")
 
 
 def fmt_gain(points: float | None) -> str:

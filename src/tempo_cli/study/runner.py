@@ -31,24 +31,24 @@ from tempo_cli.report.progress import log
 from tempo_cli.settings.base import CommandSettings
 from tempo_cli.settings.study import StudySettings
 from tempo_cli.study import fingerprint as fp
-from tempo_cli.study.spec import EXPLAIN_STAGES, Arm, Study, load_study
-from tempo_cli.study.stages import CLASSIFIER_FILE, STAGES, StageInputs
+from tempo_cli.study.spec import Arm, Study, load_study
+from tempo_cli.study.stages import LAST_FILE, STAGES, Stage, StageInputs
 from tempo_cli.training.stop import InterruptSeen
-
-#: What a pre-training writes into its folder: the final model, the resumable state.
-MODEL_FILE = "model.pt"
-LAST_FILE = "last.pt"
 
 
 @dataclass
 class PlannedStage:
     """One stage of one arm (and pre-training repeat), with its validated settings."""
 
-    stage: str
+    record: Stage[Any]
     arm: Arm
     repeat: int | None
     folder: Path
     settings: CommandSettings
+
+    @property
+    def stage(self) -> str:
+        return self.record.name
 
     @property
     def label(self) -> str:
@@ -74,19 +74,20 @@ def plan_study(study: Study, quiet: bool = False, debug: bool = False) -> list[P
     """Every stage of the study in run order, settings built and validated; writes nothing."""
     root = places.runs_dir()
     plan: list[PlannedStage] = []
-    explain = any(s in EXPLAIN_STAGES for s in study.stages)
     for arm in study.arms:
         for repeat in range(arm.repeats) if arm.repeats > 1 else [None]:
             base = f"{study.name}/{arm.folder}" + ("" if repeat is None else f"/seed-{repeat}")
-            names = (["pretrain"] if arm.is_pretrain else []) + (["classifier"] if explain else [])
-            backbone = str(root / base / "pretrain" / MODEL_FILE) if arm.is_pretrain else arm.path
-            classifier = str(root / base / "classifier" / CLASSIFIER_FILE)
-            for name in [*names, *study.stages]:
-                path = classifier if name in EXPLAIN_STAGES else str(backbone)
-                inputs = StageInputs(f"{base}/{name}", root / base / name, path, quiet, debug)
-                s = STAGES[name].settings_for(study, arm, repeat, inputs)
-                STAGES[name].check(s)
-                plan.append(PlannedStage(name, arm, repeat, inputs.folder, s))
+            reads: dict[str, str | None] = {"backbone": arm.path}
+            for stage in (s for s in STAGES.values() if s.wanted(study, arm)):
+                folder = root / base / stage.name
+                path = reads[stage.reads] if stage.reads else None
+                inputs = StageInputs(f"{base}/{stage.name}", folder, path, quiet, debug)
+                settings = stage.settings_for(study, arm, repeat, inputs)
+                stage.check(settings)
+                plan.append(PlannedStage(stage, arm, repeat, folder, settings))
+                if stage.provides:
+                    what, file = stage.provides
+                    reads[what] = str(folder / file)
     return plan
 
 
@@ -116,14 +117,15 @@ class _Clock:
     def left(self, rest: list[PlannedStage]) -> float | None:
         """Seconds the `rest` should take: each stage as long as the same stage of the arms
         before it took; a stage not seen yet as the mean of the other evaluation stages seen
-        (a pre-training, ten times longer, would make the first estimates absurd). None
-        until that can be said."""
-        evals = [t for name, ts in self.ran.items() if name != "pretrain" for t in ts]
+        (a resumable training, a pre-training ten times longer, would make the first
+        estimates absurd). None until that can be said."""
+        long = {name for name, s in STAGES.items() if s.resumes}
+        evals = [t for name, ts in self.ran.items() if name not in long for t in ts]
         total = 0.0
         for q in rest:
             if q.stage in self.ran:
                 total += _mean(self.ran[q.stage], 0.0)
-            elif q.stage != "pretrain" and evals:
+            elif not q.record.resumes and evals:
                 total += _mean(evals, 0.0)
             else:
                 return None
@@ -149,9 +151,7 @@ def run_plan(plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> N
     with InterruptSeen() as ctrl_c:
         for k, p in enumerate(plan, start=1):
             try:
-                seconds = run_stage(p, p.stage in forced, clock.line(k, plan), quiet)
-                if ctrl_c.seen:
-                    raise KeyboardInterrupt
+                seconds = run_stage(p, p.stage in forced, clock.line(k, plan), quiet, ctrl_c)
             except (KeyboardInterrupt, Interrupted) as e:
                 raise Interrupted(
                     f"interrupted in {p.label} {p.stage}; rerun the same command to continue "
@@ -163,9 +163,14 @@ def run_plan(plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> N
                 clock.ran.setdefault(p.stage, []).append(seconds)
 
 
-def run_stage(p: PlannedStage, force: bool, line: str, quiet: bool) -> float | None:
-    """Skip, resume or run one stage; returns its wall time when it ran, None when skipped."""
-    stage = STAGES[p.stage]
+def run_stage(
+    p: PlannedStage, force: bool, line: str, quiet: bool, ctrl_c: InterruptSeen | None = None
+) -> float | None:
+    """Skip, resume or run one stage; returns its wall time when it ran, None when skipped.
+
+    A stage that saw a Ctrl-C (`ctrl_c.seen`) is never recorded complete, even when its
+    command swallowed the KeyboardInterrupt and returned: it raises KeyboardInterrupt."""
+    stage = p.record
     key = fp.fingerprint(p.settings, stage.input_file(p.settings), places.runs_dir())
     record = fp.read_record(p.folder)
     if not force and fp.is_done(record, key, p.folder) and not _newly_runnable(p, record):
@@ -176,8 +181,8 @@ def run_stage(p: PlannedStage, force: bool, line: str, quiet: bool) -> float | N
     settings = p.settings
     last = p.folder / LAST_FILE
     same = record is not None and record.get("fingerprint") == key
-    if p.stage == "pretrain" and not force and same and last.is_file():
-        log(f"resuming {escape(p.label)} pretrain from {last}", quiet)
+    if stage.resumes and not force and same and last.is_file():
+        log(f"resuming {escape(p.label)} {p.stage} from {last}", quiet)
         settings = settings.model_copy(update={"resume": last})
     elif p.folder.exists():
         shutil.rmtree(p.folder)  # changed settings or inputs, forced, or never finished
@@ -191,6 +196,8 @@ def run_stage(p: PlannedStage, force: bool, line: str, quiet: bool) -> float | N
     else:
         status["skipped"] = reason
         log(f"{escape(p.label)} {p.stage} not run: {escape(reason)}", quiet)
+    if ctrl_c is not None and ctrl_c.seen:
+        raise KeyboardInterrupt  # the record stays incomplete: the rerun redoes the stage
     seconds = round(time.perf_counter() - started, 3)
     fp.write_record(p.folder, {**status, "complete": True, "seconds": seconds})
     return seconds
@@ -216,7 +223,7 @@ def _stage_output(folder: Path) -> Iterator[None]:
 
 def _newly_runnable(p: PlannedStage, record: dict[str, Any] | None) -> bool:
     """A stage recorded as skipped (e.g. no hand masks) that could run now."""
-    return bool(record and "skipped" in record) and STAGES[p.stage].skip_reason(p.settings) is None
+    return bool(record and "skipped" in record) and p.record.skip_reason(p.settings) is None
 
 
 def finish(study: Study, study_dir: Path, quiet: bool) -> dict[str, Any]:
@@ -225,22 +232,24 @@ def finish(study: Study, study_dir: Path, quiet: bool) -> dict[str, Any]:
 
     data = collect_study(study, study_dir)
     atomic.write_json(study_dir / "study.json", data)
-    report = _write_reports(study_dir, data)
+    report = write_reports(study_dir, data)
     if data.get("headline"):
         from rich.console import Console
 
-        Console().print(headline_table(data["headline"]))  # stdout: the command's answer
+        Console().print(headline_table(data))  # stdout: the command's answer
     log(f"report in {_shown(report)}", quiet)
     return data
 
 
-def _write_reports(study_dir: Path, data: dict[str, Any]) -> Path:
-    """report.html (returned) and report.md."""
+def write_reports(study_dir: Path, data: dict[str, Any]) -> Path:
+    """The sections' figures (drawn once), then report.html (returned) and report.md."""
     from tempo_cli.study.report_html import write_html
     from tempo_cli.study.report_md import write_markdown
+    from tempo_cli.study.sections import draw_figures
 
-    html = write_html(study_dir, data)
-    write_markdown(study_dir, data)
+    figs = draw_figures(study_dir, data)
+    html = write_html(study_dir, data, figs)
+    write_markdown(study_dir, data, figs)
     return html
 
 
@@ -252,29 +261,24 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def headline_table(headline: dict[str, Any]) -> Any:
-    """The headline as a rich table: arms x samples per class, accuracy mean ± std in %,
-    the best per column in bold, the gain over the baseline in points."""
+def headline_table(data: dict[str, Any]) -> Any:
+    """The headline section's table model (the reports' own) as a rich table: the best
+    per column in bold, the gain over the baseline in points after the value."""
     from rich.table import Table
 
-    base = headline.get("baseline")
-    caption = f"± over {headline.get('over', '')}" + (f"; (+x) points over {base}" if base else "")
-    table = Table(title="linear probe, test accuracy (%)", caption=escape(caption))
-    table.add_column("arm \\ samples per class", style="bold")
-    for col in headline["columns"]:
-        table.add_column(escape(str(col)), justify="right")
-    for row in headline["rows"]:
+    from tempo_cli.study.report_models import fmt_gain
+    from tempo_cli.study.sections import section
+
+    headline = section("headline")
+    assert headline.view is not None
+    model = headline.view(data["headline"])
+    table = Table(title=escape(headline.title), caption=escape(model.caption))
+    for i, head in enumerate(model.header):
+        table.add_column(escape(head), justify="left" if i == 0 else "right")
+    for row in model.rows:
         cells = []
-        for col in headline["columns"]:
-            cell = row["cells"].get(col)
-            if cell is None:
-                cells.append("-")
-                continue
-            text = f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}"
-            gain = (row.get("gains") or {}).get(col)
-            if gain is not None and row["arm"] != base:
-                text += f" ({gain:+.1f})"
-            best = row["arm"] in headline.get("best", {}).get(col, [])
-            cells.append(f"[bold]{text}[/bold]" if best else text)
-        table.add_row(escape(row["arm"]), *cells)
+        for c in row.cells:
+            text = escape(c.text + ("" if c.gain is None else f" ({fmt_gain(c.gain)})"))
+            cells.append(f"[bold]{text}[/bold]" if c.best else text)
+        table.add_row(escape(row.head), *cells)
     return table

@@ -4,7 +4,9 @@ A study file (TOML; a preset is one shipped in `study/presets/`) holds top-level
 (`name`, `data`, `labelled`, `backbone`, `image_size`, `seed`, `device`, `stages`,
 `baseline`, `classifier_samples_pc`), a `[pretrain]` table shared by every pre-training
 arm, one `[arms.NAME]` table per arm, and one table per stage (`[linear]`, `[knn]`, ...)
-of options of that stage's command. `load_study` validates all of it before anything is
+of options of that stage's command (the stages and their tables: `stages.STAGES`).
+`load_study` checks every key and the top-level values; `runner.plan_study` builds every
+stage's settings, the one check of the stages' values. Both run before anything is
 written: a bad key or value is a UsageError (exit 2) naming the key, an unreadable
 checkpoint a TempoError (exit 1).
 """
@@ -13,17 +15,17 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from tempo_cli.errors import UsageError
-from tempo_cli.settings.base import CommandSettings
 from tempo_cli.study.arms import SOURCES as SOURCES  # re-exported
 from tempo_cli.study.arms import Arm, parse_arms, pick_baseline
-from tempo_cli.study.checks import checked_options, need, settings_from, table_of
+from tempo_cli.study.checks import need, settings_from
 from tempo_cli.study.presets import preset_names as preset_names  # re-exported
 from tempo_cli.study.presets import preset_text
+from tempo_cli.study.stages import STAGES, selectable
 from tempo_cli.study.toml_text import toml_key as _toml_key
 from tempo_cli.study.toml_text import toml_value as _toml_value
 
@@ -32,38 +34,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-#: The stages a study file may select, in the order they run for each arm.
-STAGE_NAMES = ("linear", "semisup", "knn", "relevance", "lrp", "noise", "segment")
-#: Stages that explain the arm's linear-probe classifier (the internal `classifier` stage).
-EXPLAIN_STAGES = ("relevance", "lrp", "noise")
-#: Samples per class of the `linear`, `semisup` and `knn` sweeps unless a stage table says.
-DEFAULT_SAMPLES_PC = "1,5,10,15,20,full"
-#: Study-set fields a stage table may set for itself: segmentation reads COCO instances
-#: (default: the labelled data's mask sibling) at its own image size (default: detectron2's).
-OWN_FIELDS = {"segment": frozenset({"data", "image_size"})}
-_TOP_KEYS = (
-    "name", "description", "data", "labelled", "backbone", "image_size", "seed", "device",
-    "stages", "baseline", "classifier_samples_pc", "pretrain", "arms", "classifier",
-    *STAGE_NAMES,
-)  # fmt: skip
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Top-level keys besides the stages' tables (`[linear]`, ..., `[pretrain]` the arms').
+_STUDY_KEYS = (
+    "name", "description", "data", "labelled", "backbone", "image_size", "seed", "device",
+    "stages", "baseline", "classifier_samples_pc", "arms",
+)  # fmt: skip
 
 
-def _stage_settings_class(stage: str) -> type[CommandSettings]:
-    """The command settings each stage (and the internal ones) runs with."""
-    from tempo_cli.settings import evaluate, explain, pretrain, segment
-
-    return {
-        "pretrain": pretrain.PretrainSettings,
-        "classifier": evaluate.EvalLinearSettings,
-        "linear": evaluate.EvalLinearSettings,
-        "semisup": evaluate.EvalSemisupSettings,
-        "knn": evaluate.EvalKnnSettings,
-        "relevance": explain.ExplainRelevanceSettings,
-        "lrp": explain.ExplainLrpSettings,
-        "noise": explain.ExplainAdversarialSettings,
-        "segment": segment.SegmentSettings,
-    }[stage]
+def _top_keys() -> tuple[str, ...]:
+    return (*_STUDY_KEYS, *STAGES)
 
 
 @dataclass(frozen=True)
@@ -91,10 +71,6 @@ class Study:
                 return a
         raise KeyError(name)
 
-    @property
-    def needs_classifier(self) -> bool:
-        return any(s in EXPLAIN_STAGES for s in self.stages)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: `study.json["study"]` and the source of `to_toml`."""
         return {
@@ -119,8 +95,6 @@ class Study:
         d = self.to_dict()
         lines = [f"# resolved from {_toml_value(d.pop('origin'))}"]
         arms, options = d.pop("arms"), d.pop("stage_options")
-        if "classifier" in options:  # its samples_pc is the top-level classifier_samples_pc
-            options["classifier"].pop("samples_pc", None)
         lines += [f"{k} = {_toml_value(v)}" for k, v in d.items()]
         for stage, values in options.items():
             lines += ["", f"[{stage}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
@@ -165,26 +139,30 @@ def load_study(
 
 def parse_study(data: dict[str, Any], origin: str, name: Any, device: str | None) -> Study:
     """A Study from a parsed study file (see `load_study`)."""
-    unknown = [k for k in data if k not in _TOP_KEYS]
+    keys = _top_keys()
+    unknown = [k for k in data if k not in keys]
     first = unknown[0] if unknown else ""
-    need(not unknown, first, data.get(first), "not a study key; allowed: " + ", ".join(_TOP_KEYS))
+    need(not unknown, first, data.get(first), "not a study key; allowed: " + ", ".join(keys))
     name = str(name)
     need(bool(_SAFE_NAME.match(name)), "name", name, "letters, digits, . _ - (a folder name)")
     top = _top_values(data, device)
-    arms = parse_arms(data, top)
+    arms = parse_arms(data)
     baseline = pick_baseline(data.get("baseline"), arms)
-    stages = _stages(data.get("stages", ["linear"]))
-    options = _stageoptions(data, stages, top)
-    return Study(
+    study = Study(
         name=name,
         origin=origin,
         description=str(data.get("description", "")),
         arms=arms,
         baseline=baseline,
-        stages=stages,
-        stage_options=options,
+        stages=_stages(data.get("stages", ["linear"])),
+        stage_options={},
         **top,
     )
+    return replace(study, stage_options=_stage_options(data, study))
+
+
+#: A study's side in pixels unless it says (the reference's; `auto` needs a checkpoint).
+DEFAULT_IMAGE_SIZE = 128
 
 
 def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
@@ -193,16 +171,16 @@ def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
     from tempo_cli.settings.evaluate import EvalLinearSettings
     from tempo_cli.settings.pretrain import PretrainSettings
 
-    values = {
-        "data": str(data.get("data", "asl")),
-        "backbone": data.get("backbone", "resnet34"),
-        "image_size": data.get("image_size", 128),
-        "seed": data.get("seed", 0),
-        "device": device or data.get("device", "auto"),
-    }
+    fields = PretrainSettings.model_fields
+    values = {k: data.get(k, fields[k].default) for k in ("data", "backbone", "seed", "device")}
+    values["data"] = str(values["data"])
+    values["device"] = device or values["device"]
+    values["image_size"] = data.get("image_size", DEFAULT_IMAGE_SIZE)
     checked = settings_from(PretrainSettings, {**values, "init": "random"}, "")
     need(checked.image_size != "auto", "image_size", "auto", "a side in pixels")
-    samples = data.get("classifier_samples_pc", "full")
+    samples = data.get(
+        "classifier_samples_pc", EvalLinearSettings.model_fields["samples_pc"].default
+    )
     probe = settings_from(EvalLinearSettings, {"path": ["random"], "samples_pc": samples}, "")
     need(len(probe.samples_pc_list()) == 1, "classifier_samples_pc", samples, "one value")
     return {
@@ -217,53 +195,21 @@ def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
 
 
 def _stages(value: Any) -> tuple[str, ...]:
+    names = selectable()
     items = [value] if isinstance(value, str) else value
-    allowed = "a list of: " + ", ".join(STAGE_NAMES)
+    allowed = "a list of: " + ", ".join(names)
     need(isinstance(items, list) and bool(items), "stages", value, allowed)
-    bad = [s for s in items if s not in STAGE_NAMES]
+    bad = [s for s in items if s not in names]
     need(not bad, "stages", bad[0] if bad else "", allowed)
-    return tuple(s for s in STAGE_NAMES if s in items)
+    return tuple(s for s in names if s in items)
 
 
-def _stageoptions(
-    data: dict[str, Any], stages: tuple[str, ...], top: dict[str, Any]
-) -> dict[str, dict[str, Any]]:
-    """The tables of the selected stages (and of the classifier the explanation stages use),
-    each validated by building its settings the way the runner will."""
-    from tempo_cli.settings.evaluate import EvalLinearSettings
-
-    out: dict[str, dict[str, Any]] = {}
-    tables: dict[str, dict[str, Any]] = {}
-    for stage in STAGE_NAMES:  # every table is checked, selected or not
-        cls = _stage_settings_class(stage)
-        own_fields = OWN_FIELDS.get(stage, frozenset())
-        options = checked_options(table_of(data, stage), cls, stage, own_fields)
-        if stage in ("linear", "semisup", "knn"):
-            options.setdefault("samples_pc", DEFAULT_SAMPLES_PC)
-        if stage == "noise":
-            attack = options.pop("attack", "noise")
-            need(attack == "noise", "[noise] attack", attack, "noise (the study's stage)")
-        _check_stage(stage, options)
-        tables[stage] = options
-    out = {s: tables[s] for s in stages}
-    if any(s in EXPLAIN_STAGES for s in stages):
-        # The linear stage's probe options, at classifier_samples_pc, one fixed subset.
-        linear = {k: v for k, v in tables["linear"].items() if k not in _PER_SWEEP}
-        own = checked_options(table_of(data, "classifier"), EvalLinearSettings, "classifier")
-        need("samples_pc" not in own, "[classifier] samples_pc", own.get("samples_pc"),
-              "set classifier_samples_pc at the top level")  # fmt: skip
-        out["classifier"] = {**linear, **own, "samples_pc": top["classifier_samples_pc"]}
-        _check_stage("classifier", out["classifier"])
-    return out
-
-
-#: Linear options that describe the sweep, not the probe the classifier stage trains.
-_PER_SWEEP = ("samples_pc", "resample_labels")
-
-
-def _check_stage(stage: str, options: dict[str, Any]) -> None:
-    """Build the stage's settings with a stand-in backbone: bad values fail here."""
-    explain = stage in EXPLAIN_STAGES
-    path: Any = "random" if explain else ["random"]
-    extra = {"attack": "noise"} if stage == "noise" else {}
-    settings_from(_stage_settings_class(stage), {"path": path, **options, **extra}, f"[{stage}] ")
+def _stage_options(data: dict[str, Any], study: Study) -> dict[str, dict[str, Any]]:
+    """The tables of the stages some arm of `study` runs, keys checked (every table is
+    checked, run or not); their values are checked when the study is planned."""
+    tables = {name: stage.options(data) for name, stage in STAGES.items()}
+    return {
+        name: options
+        for name, options in tables.items()
+        if options is not None and any(STAGES[name].wanted(study, arm) for arm in study.arms)
+    }

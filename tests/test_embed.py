@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +274,45 @@ def test_embed_bad_input_exits_2(cli, asl_sample: Path, asl_split: Path) -> None
     res = cli("embed", "--path", "random", "--data", asl_split, "--k", "0", *TINY)
     assert res.code == 2 and "--k" in res.err
     assert not _runs().exists() or not any(_runs().iterdir())  # nothing written
+
+
+def test_embed_groups_from_a_manifest(cli, asl_sample: Path, tmp_path: Path) -> None:
+    """A manifest whose given split puts each person's photos on both sides: the groups
+    reach the .npz, the CSV, the same-group share (brute force) and the grid's marks."""
+    from tempo_cli.data.labelled_data import open_labelled
+    from tempo_cli.evaluate.features import FeatureRecipe, compute_split_features
+    from tempo_cli.models.checkpoint import load_model
+
+    lines, group_of = ["path,label,split,group"], {}
+    for letter in ["A", "B", "C", "D", "E", "F"]:
+        (tmp_path / "photos" / letter).mkdir(parents=True)
+        for i, f in enumerate(sorted((asl_sample / "test" / letter).glob("*.png"))):
+            rel = f"photos/{letter}/{f.name}"
+            shutil.copy(f, tmp_path / rel)  # copies: the loader resolves links
+            group_of[rel] = f"p{i % 2}"
+            lines.append(f"{rel},{letter},{'train' if i < 3 else 'test'},{group_of[rel]}")
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    res = cli("embed", "--path", "random", "--data", manifest, *TINY, "--neighbours",
+              "--k", "3", "--name", "g1")  # fmt: skip
+    assert res.code == 0, res.err
+    out = _runs() / "g1"
+    npz = np.load(out / "random.npz", allow_pickle=False)
+    assert npz["groups"].tolist() == [group_of[f] for f in npz["files"].tolist()]
+    with open(out / "metadata.csv", newline="") as f:
+        assert [r["group"] for r in csv.DictReader(f)] == npz["groups"].tolist()
+
+    data = open_labelled(manifest)
+    train = data.files("train")
+    train_groups = np.array([group_of[p.relative_to(tmp_path).as_posix()] for p in train.paths])
+    torch.manual_seed(0)  # random init is drawn from --seed (0)
+    backbone = load_model("random", "resnet18").backbone
+    train_x = compute_split_features(backbone, data, "train", FeatureRecipe(32)).features.numpy()
+    brute = _brute_top_k(npz["features"], train_x, 3)
+    share = (train_groups[brute] == npz["groups"][:, None]).mean()
+    record = json.loads((out / "metrics.json").read_text())["embeddings"][0]
+    assert record["same_group_share"] == pytest.approx(share)
+    grid = json.loads((out / "neighbours.json").read_text())
+    for q, row in zip(grid["queries"], grid["checkpoints"]["random"], strict=True):
+        assert row["rows"] == brute[q["row"]].tolist()
+        assert row["same_group"] == (train_groups[row["rows"]] == npz["groups"][q["row"]]).tolist()

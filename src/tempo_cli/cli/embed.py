@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from tempo_cli.cli.common import ConfigOpt, DebugOpt, NameOpt, QuietOpt, RecipeOpt, run_command
+from tempo_cli.cli.data import GroupByOpt, SplitFractionsOpt, SplitSeedOpt
 from tempo_cli.cli.options import option
 from tempo_cli.settings.embed import EmbedSettings
 
@@ -21,6 +22,9 @@ def embed(
     path: Annotated[list[str] | None, _opt("path", "--path", panel=_M)] = None,
     data: Annotated[str | None, _opt("data", panel=_M)] = None,
     split: Annotated[str | None, _opt("split", panel=_M)] = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
     backbone: Annotated[str | None, _opt("backbone", panel=_M)] = None,
     image_size: Annotated[str | None, _opt("image_size", panel=_F, metavar="INT|auto")] = None,
     bn_stats: Annotated[str | None, _opt("bn_stats", panel=_F)] = None,

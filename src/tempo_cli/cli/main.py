@@ -34,7 +34,9 @@ from tempo_cli.errors import Interrupted, TempoError, UsageError
 
 #: The commands in the order of the work, as `tempo --help` lists them: the whole
 #: comparison first, then its steps.
-ORDER = ("study", "download", "data", "pretrain", "eval", "explain", "segment", "export")
+ORDER = (
+    "study", "download", "data", "pretrain", "eval", "embed", "explain", "segment", "export",
+)  # fmt: skip
 HELP_OPTIONS = ["-h", "--help"]
 
 

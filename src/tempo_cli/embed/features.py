@@ -6,6 +6,7 @@ checkpoint `tempo eval` has seen is not run again, and features made here serve 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,6 +18,9 @@ from tempo_cli.evaluate.checkpoints import Checkpoint
 from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet, FeatureSource
 from tempo_cli.report.progress import log
 from tempo_cli.settings.embed import EmbedSettings
+
+if TYPE_CHECKING:
+    from tempo_cli.data.labelled_data import LabelledData
 
 
 @dataclass
@@ -64,6 +68,7 @@ def _check_rows(fs: FeatureSet, images: ImageSet) -> None:
 def embed_checkpoint(
     ck: Checkpoint,
     settings: EmbedSettings,
+    data: LabelledData,
     images: ImageSet,
     reference: ImageSet | None,
     device: torch.device,
@@ -77,9 +82,7 @@ def embed_checkpoint(
     recipe = FeatureRecipe(
         image_size, settings.bn_stats, settings.seed, BnBatches(*settings.bn_batches())
     )
-    source = FeatureSource(
-        ck.id, lambda: ck.model().backbone, images.root, recipe, device, settings.quiet
-    )
+    source = FeatureSource(ck.id, lambda: ck.model().backbone, data, recipe, device, settings.quiet)
     if reference is None:
         (split,) = source.sets(images.split, ())
         ref = None

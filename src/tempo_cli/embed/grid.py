@@ -9,6 +9,7 @@ agreement), so a reader can check a grid against the features.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,12 +43,16 @@ def find_grid(
     return Grid(queries, found)
 
 
-def _same_group(images: ImageSet, ref: ImageSet, queries: np.ndarray, nn: Neighbours):
+def _same_group(
+    images: ImageSet, ref: ImageSet, queries: np.ndarray, nn: Neighbours
+) -> np.ndarray | None:
+    """bool (q, k): a neighbour from its query's group (an image of no group, "", has
+    none); None when groups are unknown."""
     if images.groups is None or ref.groups is None:
         return None
     own = np.array([images.groups[i] for i in queries.tolist()], dtype=object)
     theirs = np.array(ref.groups, dtype=object)[nn.index]
-    return theirs == own[:, None]
+    return (theirs == own[:, None]) & (own[:, None] != "")
 
 
 def grid_record(grid: Grid, images: ImageSet, reference: ImageSet | None) -> dict[str, Any]:
@@ -79,31 +84,47 @@ def grid_record(grid: Grid, images: ImageSet, reference: ImageSet | None) -> dic
     return out
 
 
-def _thumbs(paths: list) -> dict[Any, np.ndarray]:
+def _thumbs(paths: list[Path]) -> dict[Path, np.ndarray]:
     from tempo_cli.data.frames import load_uint8
 
     return {p: load_uint8(p, GRID_THUMB).permute(1, 2, 0).numpy() for p in dict.fromkeys(paths)}
 
 
-def grid_figure(
-    grid: Grid, images: ImageSet, reference: ImageSet | None, titles: dict[str, str], title: str
-) -> Figure:
-    """The grids of every checkpoint side by side (`embed/figures.py`)."""
-    ref = reference or images
-    query_paths = [images.paths[i] for i in grid.queries.tolist()]
-    wanted = query_paths + [ref.paths[j] for nn in grid.found.values() for j in nn.index.ravel()]
+def grid_figure(records: dict[str, dict[str, Any]], root: Path, title: str) -> Figure:
+    """Grids side by side, drawn from `neighbours.json` records alone (so the study can
+    compose the arms' runs): records = {block title: {"record": a neighbours.json dict,
+    "checkpoint": the label of the block's checkpoint in it}}. Every record must have the
+    same queries (same data, split and seed); its files are relative to `root`."""
+    first = next(iter(records.values()))["record"]
+    queries = first["queries"]
+    for entry in records.values():
+        if [q["file"] for q in entry["record"]["queries"]] != [q["file"] for q in queries]:
+            raise ValueError("neighbour grids of different queries cannot share rows")
+    rows = [entry["record"]["checkpoints"][entry["checkpoint"]] for entry in records.values()]
+    wanted = [root / q["file"] for q in queries]
+    wanted += [root / f for found in rows for row in found for f in row["files"]]
     thumbs = _thumbs(wanted)
-    queries = np.stack([thumbs[p] for p in query_paths])
+    query_imgs = np.stack([thumbs[root / q["file"]] for q in queries])
     blocks = []
-    for label, nn in grid.found.items():
-        neigh = np.stack([np.stack([thumbs[ref.paths[j]] for j in row]) for row in nn.index])
-        same_class = ref.labels[nn.index] == images.labels[grid.queries][:, None]
-        same_group = _same_group(images, ref, grid.queries, nn)
-        blocks.append(
-            GridBlock(
-                titles.get(label, label), neighbour_mosaic(queries, neigh, same_class, same_group)
-            )
-        )
-    rows = [images.label_names[i] for i in grid.queries.tolist()]
-    k = next(iter(grid.found.values())).index.shape[1]
-    return neighbours_figure(blocks, rows, k, title)
+    for block_title, found in zip(records, rows, strict=True):
+        neigh = np.stack([np.stack([thumbs[root / f] for f in row["files"]]) for row in found])
+        same_class = np.array([row["same_class"] for row in found], dtype=bool)
+        groups = [row["same_group"] for row in found]
+        same_group = None if any(g is None for g in groups) else np.array(groups, dtype=bool)
+        mosaic = neighbour_mosaic(query_imgs, neigh, same_class, same_group)
+        blocks.append(GridBlock(block_title, mosaic))
+    k = len(rows[0][0]["files"]) if rows and rows[0] else 0
+    return neighbours_figure(blocks, [q["class"] for q in queries], k, title)
+
+
+def grid_title(record: dict[str, Any], k: int) -> str:
+    """What a grid shows, in words (from its neighbours.json record)."""
+    source = record["neighbours_from"]
+    if record["leave_one_out"]:
+        source += ", leaving the query out"
+    title = f"nearest {k} neighbours (cosine) among {source}: green same class, red another"
+    if any(
+        row["same_group"] is not None for rows in record["checkpoints"].values() for row in rows
+    ):
+        title += ", yellow mark: same group as the query"
+    return title

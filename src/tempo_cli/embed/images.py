@@ -1,17 +1,21 @@
 """Which images are embedded: one split of the labelled data, and where neighbours come from.
 
-The listing is the labelled loader's (`data.labelled.list_split`), the same one `tempo
-eval`'s features are made from, so row i of every feature matrix is file i here.
+The listing is the labelled loader's (`data.labelled_data.LabelledData.files`: split
+folders, a class-folder tree or a manifest), the one `tempo eval`'s features are made from,
+so row i of every feature matrix is file i here. Groups (a tree's sub-folders, a manifest's
+group column, `--group-by`) come from the same loader.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tempo_cli.data.labelled import available_splits, list_split
+if TYPE_CHECKING:
+    from tempo_cli.data.labelled_data import LabelledData
 
 #: The split neighbours are looked up in when the data has one.
 REFERENCE_SPLIT = "train"
@@ -21,9 +25,10 @@ REFERENCE_SPLIT = "train"
 class ImageSet:
     """The images of one split.
 
-    root: the dataset root; split: the split's folder name; paths: the N files;
-    labels: int64 (N,) indices into class_names; groups: the N images' group (video,
-    session, person) where the data says, else None.
+    root: the folder file names are relative to (the dataset root, or a manifest's
+    folder); split: the split's name; paths: the N files; labels: int64 (N,) indices into
+    class_names; groups: the N images' group (video, session, person; "" for an image of
+    no group) where the data has groups, else None.
     """
 
     root: Path
@@ -52,22 +57,26 @@ class ImageSet:
         return [self.class_names[k] for k in self.labels.tolist()]
 
 
-def image_set(root: Path, split: str, option: str = "--split") -> ImageSet:
-    """The files of `<root>/<split>` (UsageError naming `option` for an unknown split)."""
-    files = list_split(root, split, option)
+def image_set(data: LabelledData, split: str, option: str = "--split") -> ImageSet:
+    """The files of one split (UsageError naming `option` for an unknown split)."""
+    files = data.files(split, option)
+    groups = None
+    if data.grouped:
+        by_path = {e.path: e.group or "" for e in data.entries()}
+        groups = [by_path[p] for p in files.paths]
     return ImageSet(
-        root=Path(root),
+        root=Path(files.root),
         split=files.split,
         paths=list(files.paths),
         labels=files.labels.numpy().astype(np.int64),
         class_names=list(files.class_names),
-        groups=None,
+        groups=groups,
     )
 
 
-def reference_set(root: Path, embedded: ImageSet) -> ImageSet | None:
+def reference_set(data: LabelledData, embedded: ImageSet) -> ImageSet | None:
     """The images neighbours are looked up in: the train split, or None when the data has
     none or `embedded` is it (then each image's neighbours are the others of its split)."""
-    if embedded.split == REFERENCE_SPLIT or REFERENCE_SPLIT not in available_splits(root):
+    if embedded.split == REFERENCE_SPLIT or REFERENCE_SPLIT not in data.splits():
         return None
-    return image_set(root, REFERENCE_SPLIT)
+    return image_set(data, REFERENCE_SPLIT)

@@ -12,6 +12,7 @@ of the numbers.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,28 +52,28 @@ def score(emb: Embedding, images: ImageSet, reference: ImageSet | None, k: int, 
 
 def run_embed(settings: EmbedSettings) -> dict[str, Any]:
     """Embed every `--path`; returns the metrics dict."""
-    from tempo_cli.data.datasets import resolve_dataset
+    from tempo_cli.data.labelled_data import open_labelled
     from tempo_cli.evaluate.checkpoints import Checkpoint, unique_labels
     from tempo_cli.report.run_dir import RunDir
     from tempo_cli.runtime import resolve_device
 
     started = time.perf_counter()
     device = resolve_device(settings.device)
-    root = resolve_dataset(settings.data)
-    images = image_set(root, settings.split)
-    reference = reference_set(root, images)
+    data = open_labelled(settings.data, settings.split_options())
+    images = image_set(data, settings.split)
+    reference = reference_set(data, images)
     check_bn_stats(settings, reference)
     checkpoints = [Checkpoint(p, settings.backbone, settings.seed) for p in settings.path]
     unique_labels(checkpoints)
 
     run = RunDir(settings)
     run.save_config(settings)
-    run.update_metrics(**_describe(images, reference, settings))
+    run.update_metrics(**_describe(images, reference, settings), data_split=data.describe())
     try:
         embeddings, records = [], []
         for ck in checkpoints:
             t0 = time.perf_counter()
-            emb = embed_checkpoint(ck, settings, images, reference, device)
+            emb = embed_checkpoint(ck, settings, data, images, reference, device)
             rec = _record(emb, score(emb, images, reference, settings.k, settings.seed), t0)
             embeddings.append(emb)
             records.append(rec)
@@ -158,20 +159,19 @@ def _maps(run, settings: EmbedSettings, images: ImageSet, embeddings: list[Embed
     return found
 
 
-def _neighbours(run, settings, images, reference, embeddings, records):
+def _neighbours(run, settings, images, reference, embeddings, records) -> Path:
+    """neighbours.json and neighbours.png (every checkpoint's block, side by side)."""
     found = grids.find_grid(embeddings, images, settings.k, settings.queries, settings.seed)
-    run.write_json(grids.NEIGHBOURS_JSON, grids.grid_record(found, images, reference))
-    titles = {
-        r["checkpoint"]: f"{r['checkpoint']} (agreement @{r['k']} {r['class_agreement']:.2f})"
+    record = grids.grid_record(found, images, reference)
+    run.write_json(grids.NEIGHBOURS_JSON, record)
+    blocks = {
+        f"{r['checkpoint']} (agreement @{r['k']} {r['class_agreement']:.2f})": {
+            "record": record,
+            "checkpoint": r["checkpoint"],
+        }
         for r in records
     }
-    source = "train" if reference is not None else f"{images.split}, leaving the query out"
-    title = (
-        f"nearest {settings.k} neighbours (cosine) among {source}: green same class, red another"
-    )
-    if images.groups is not None:
-        title += ", yellow mark same group"
-    fig = grids.grid_figure(found, images, reference, titles, title)
+    fig = grids.grid_figure(blocks, images.root, grids.grid_title(record, settings.k))
     return run.save_figure(fig, NEIGHBOURS_FIGURE)
 
 

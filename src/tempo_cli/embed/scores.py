@@ -34,13 +34,20 @@ def class_agreement(labels: np.ndarray, reference_labels: np.ndarray, nn: Neighb
 def same_group_share(
     groups: list[str] | None, reference_groups: list[str] | None, nn: Neighbours
 ) -> float | None:
-    """Mean share of neighbours from the image's own group; None when groups are unknown."""
+    """Mean share of neighbours from the image's own group; None when groups are unknown.
+    An image of no group ("") shares a group with nobody."""
     if groups is None or reference_groups is None or nn.index.size == 0:
         return None
-    codes = {g: i for i, g in enumerate(sorted(set(groups) | set(reference_groups)))}
-    own = np.array([codes[g] for g in groups])
-    ref = np.array([codes[g] for g in reference_groups])
+    own = _group_codes(groups, reference_groups, -1)
+    ref = _group_codes(reference_groups, groups, -2)
     return float((ref[nn.index] == own[:, None]).mean())
+
+
+def _group_codes(groups: list[str], others: list[str], none: int) -> np.ndarray:
+    """Integer codes of groups, shared with `others`; "" -> `none` (< 0, never matched:
+    the two sides use different values)."""
+    names = {g: i for i, g in enumerate(sorted((set(groups) | set(others)) - {""}))}
+    return np.array([names[g] if g else none for g in groups], dtype=np.int64)
 
 
 def silhouette_cosine(

@@ -2,8 +2,9 @@
 projector), and a 2-D map, nearest neighbours and separation numbers of them.
 
 The options that name what is embedded and how its features are made (`--path`, `--data`,
-`--backbone`, `--image-size`, `--bn-stats`) are `tempo eval`'s own fields, so that the
-features are those of `tempo eval` and come from its feature cache.
+`--backbone`, `--image-size`, `--bn-stats`, and the split options of a class-folder tree or
+a manifest) are `tempo eval`'s own fields, so that the features are those of `tempo eval`
+and come from its feature cache.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pydantic_settings import NoDecode
 
 from tempo_cli.settings.base import (
     Backbone,
-    CommandSettings,
     Device,
     RecordedImageSize,
     device_field,
     recipe_field,
 )
+from tempo_cli.settings.data import SplitSettings
 from tempo_cli.settings.evaluate import (
     IMAGE_SIZE,
     EvalSettings,
@@ -37,7 +38,7 @@ BN_BATCHES_AUTO = (24, 10)
 SPRITE_MAX_SIDE = 8192
 
 
-class EmbedSettings(RecordedImageSize, CommandSettings):
+class EmbedSettings(RecordedImageSize, SplitSettings):
     """`tempo embed --path CKPT [--path ...] --data DATA [--split test]`."""
 
     command: ClassVar[str] = "embed"

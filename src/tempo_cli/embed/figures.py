@@ -81,9 +81,14 @@ def map_figure(panels: list[MapPanel], class_names: list[str], title: str) -> Fi
         ax.set_title(_text(panel.title), fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(_text(title), fontsize=10)
-    fig.tight_layout()
+    _title(fig, title)
     return fig
+
+
+def _title(fig: Figure, title: str) -> None:
+    """The figure's title in a strip of its own above the panels (their titles stay clear)."""
+    fig.suptitle(_text(title), fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))
 
 
 def _framed(img: np.ndarray, rgb: tuple[int, int, int], border: int) -> np.ndarray:
@@ -163,6 +168,5 @@ def neighbours_figure(blocks: list[GridBlock], row_labels: list[str], k: int, ti
         ax.tick_params(length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
-    fig.suptitle(_text(title), fontsize=10)
-    fig.tight_layout()
+    _title(fig, title)
     return fig

@@ -45,6 +45,13 @@ Schema (`schema` = 1):
     lrp: {rows: [{arm, accuracy: CELL, sheets_dir: "<dir>/lrp/sheets"}]}
     segment: {rows: [{arm, segm_AP: CELL, bbox_AP: CELL,
                       iterations_to_90pct_final_segm_AP: CELL}]}
+    embed: {data, split, images, classes, neighbours_from, leave_one_out, k,
+            rows: [{arm, over, dir, npz, checkpoint, class_agreement: CELL,
+                    same_group_share: CELL | null, silhouette_cosine: CELL}]}
+        the embed stage's numbers; `npz` and `dir` (first repeat) are what the section's
+        map and neighbour-grid figures are drawn from.
+    monitor: {rows: [{arm, repeat, kind, epochs: [{epoch, accuracy, accuracy_val, rankme}]}]}
+        the pre-training monitor per epoch (pretrain metrics.json `epochs[].monitor`).
     pretrain: {rows: [{arm, repeat, epochs: [{epoch, loss, pairs_per_s}]}]}
     curves: [{arm, path: "<dir>/linear/curves.png"}]   the probe curves of each arm
     stages: [{arm, repeat, stage, seconds, complete, skipped?}]   wall time per stage

@@ -70,7 +70,7 @@ class EmbedSettings(RecordedImageSize, SplitSettings):
     neighbours: bool = Field(
         False,
         description="Draw each --path's --k nearest train images of one seeded test image per "
-        "class (neighbours.png): green border same class, red another, a dot same group.",
+        "class (neighbours.png): green border same class, red another, yellow mark same group.",
     )
     projector: bool = Field(
         False,

@@ -178,19 +178,21 @@ def embed_figures(study_dir: Path, table: dict[str, Any]) -> list[dict[str, str]
 
     from tempo_cli.embed.figures import MapPanel, map_figure
     from tempo_cli.embed.grid import NEIGHBOURS_JSON, grid_figure, grid_title
+    from tempo_cli.embed.maps import describe
     from tempo_cli.errors import TempoError
 
-    out, panels, names = [], [], []
+    out, panels, names, shown = [], [], [], ""
     for row in table["rows"]:
         try:
             with np.load(study_dir / row["npz"], allow_pickle=False) as f:
                 if "map" in f:
                     panels.append(MapPanel(row["arm"], f["map"], f["labels"][f["map_index"]]))
                     names = f["class_names"].tolist()
+                    shown = describe(len(f["labels"]), f["map_index"])
         except (OSError, ValueError, KeyError):
             continue
     if panels:
-        title = f"t-SNE of each arm's {table.get('split')} features, coloured by class"
+        title = f"t-SNE of each arm's {table.get('split')} features ({shown}), coloured by class"
         out.append(_save(map_figure(panels, names, title), study_dir, "embed_map", title))
     blocks: dict[str, dict[str, Any]] = {}
     for row in table["rows"]:
@@ -199,7 +201,10 @@ def embed_figures(study_dir: Path, table: dict[str, Any]) -> list[dict[str, str]
         except (OSError, ValueError):
             continue
         agreement = (row.get("class_agreement") or {}).get("mean")
-        label = row["arm"] if agreement is None else f"{row['arm']} ({agreement:.2f})"
+        k = table.get("k")
+        label = (
+            row["arm"] if agreement is None else f"{row['arm']} (agreement @{k} {agreement:.2f})"
+        )
         blocks[label] = {"record": record, "checkpoint": row["checkpoint"]}
     if blocks and table.get("data"):
         first = next(iter(blocks.values()))["record"]

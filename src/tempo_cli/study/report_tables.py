@@ -230,10 +230,11 @@ def lrp_table(loaded: Loaded) -> dict[str, Any] | None:
     """Classifier accuracy and contact sheets (relative paths) of each arm's lrp stage."""
     rows = []
     for arm, runs in loaded.items():
-        done = [r for r in runs if _first_model(r, "lrp")]
-        if not done:
+        firsts = [(r, m) for r in runs if (m := _first_model(r, "lrp"))]
+        if not firsts:
             continue
-        values = [float(_first_model(r, "lrp")["accuracy"]) for r in done]  # type: ignore[index]
+        done = [r for r, _ in firsts]
+        values = [float(m["accuracy"]) for _, m in firsts]
         sheets_dir = done[0].stages["lrp"].dir + "/sheets"
         rows.append(
             {

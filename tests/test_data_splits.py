@@ -206,3 +206,25 @@ def test_manifest_bad_rows_exit_2_naming_the_line(
     (tmp_path / "m.csv").write_text(body)
     with pytest.raises(UsageError, match=rf"--data.*m\.csv.*line {line}: {what}"):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_given_splits_are_checked_for_groups_in_two_splits(cli, tmp_path: Path) -> None:
+    rows = []
+    for k, (split, person) in enumerate([("train", "ann"), ("test", "ann"), ("test", "bob")]):
+        _image(tmp_path / "img" / f"{person}_{k}.png", 40 * k)
+        rows.append((f"img/{person}_{k}.png", "A", split, person))
+    m = write_manifest(tmp_path / "m.csv", rows)
+    assert open_labelled(m).straddling() == {"ann": ["train", "test"]}
+    assert open_labelled(m).describe()["groups_in_two_splits"] == 1
+    r = cli("data", "check", m, "--quiet")
+    assert (
+        r.code == 0
+        and "1 group(s) have images in two splits, e.g. 'ann' in train and test" in r.err
+    )
+    # split folders: --group-by names the groups to check
+    root = tmp_path / "s"
+    for split, name in (("train", "cam1_0.png"), ("test", "cam1_1.png"), ("test", "cam2_0.png")):
+        _image(root / split / "A" / name, len(name))
+    assert open_labelled(root).straddling() == {}
+    grouped = open_labelled(root, SplitOptions(group_by=r"^(cam\d)_"))
+    assert grouped.how == "given" and grouped.straddling() == {"cam1": ["train", "test"]}

@@ -166,6 +166,9 @@ def test_rerun_skips_force_redoes_one_stage_and_arm_change_reruns_that_arm(
     r = cli("study", "--config", config)
     assert r.code == 0, r.err
     assert (study_dir / "study.toml").is_file() and (study_dir / "study.json").is_file()
+    # the study's stages keep their predictions: the headline's verdicts, printed and kept
+    verdicts = json.loads((study_dir / "study.json").read_text())["headline"]["intervals"]
+    assert len(verdicts["verdicts"]) == 2 and verdicts["verdicts"][0] in r.out
     assert "[1/4] tempo data" in r.err and "[2/4] tempo pretrain" in r.err
     assert "] skip " not in r.err
     linear_features = feature_files()

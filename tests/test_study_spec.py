@@ -59,7 +59,7 @@ def test_presets_load_and_demo_is_the_issues_comparison() -> None:
     assert (arms["image-ssl"].pretrain["pairs"], arms["image-ssl"].pretrain["augment"]) == (
         "same", "strong")  # fmt: skip
     assert arms["random"].source == "random" and demo.baseline == "random"
-    assert demo.stages == ("linear", "knn", "relevance", "lrp", "noise")
+    assert demo.stages == ("linear", "knn", "embed", "relevance", "lrp", "noise")
     assert demo.stage_options["linear"]["samples_pc"] == "1,5,20,full"
     assert demo.stage_options["linear"]["lr"] == "0.001,0.01,0.1"
     # the explanation stages' classifier: the linear probe's lr grid at the full train split

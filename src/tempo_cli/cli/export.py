@@ -12,7 +12,7 @@ from tempo_cli.settings.export import ExportSettings
 
 def export(
     path: Annotated[str | None, option(ExportSettings, "path")] = None,
-    format: Annotated[  # noqa: A002 - the option is called --format
+    format: Annotated[  # the option is called --format
         str | None, option(ExportSettings, "format", "--format")
     ] = None,
     out: Annotated[Path | None, option(ExportSettings, "out")] = None,

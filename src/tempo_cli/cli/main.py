@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from tempo_cli import __version__
 from tempo_cli.cli.data import data_app
 from tempo_cli.cli.download import download
+from tempo_cli.cli.embed import embed
 from tempo_cli.cli.evaluate import eval_app
 from tempo_cli.cli.explain import explain_app
 from tempo_cli.cli.export import export
@@ -33,7 +34,9 @@ from tempo_cli.errors import Interrupted, TempoError, UsageError
 
 #: The commands in the order of the work, as `tempo --help` lists them: the whole
 #: comparison first, then its steps.
-ORDER = ("study", "download", "data", "pretrain", "eval", "explain", "segment", "export")
+ORDER = (
+    "study", "download", "data", "pretrain", "eval", "embed", "explain", "segment", "export",
+)  # fmt: skip
 HELP_OPTIONS = ["-h", "--help"]
 
 
@@ -72,6 +75,7 @@ def _root(
 
 
 app.command("download")(download)
+app.command("embed")(embed)
 app.command("export")(export)
 app.command("pretrain")(pretrain)
 app.command("segment")(segment)
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _error(str(e))
         code = 1
-    except Exception as e:  # noqa: BLE001 - the last line of defence for users
+    except Exception as e:  # the last line of defence for users
         if debug:
             raise
         _error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")

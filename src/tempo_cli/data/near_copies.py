@@ -170,6 +170,14 @@ def check_and_warn(data: LabelledData) -> list[dict[str, object]]:
     line = warning(results)
     if line:
         log(line)
+    straddling = data.straddling()
+    if straddling:
+        g, splits = next(iter(straddling.items()))
+        log(
+            f"warning: {len(straddling)} group(s) have images in two splits, e.g. {g!r} in "
+            f"{' and '.join(splits)}; the split was given ({data.source}): a group in train "
+            "and test measures memory"
+        )
     return [r.record() for r in results]
 
 

@@ -72,7 +72,7 @@ class Checkpoint:
                 return recorded_image_size(path)
             try:
                 obj = torch.load(path, weights_only=True, mmap=True)
-            except Exception:  # noqa: BLE001 - not a zip torch file: load_model says why
+            except Exception:  # not a zip torch file: load_model says why
                 return self.model().image_size
             if isinstance(obj, dict) and obj.get("format") == FORMAT:
                 size = obj.get("image_size")

@@ -105,7 +105,7 @@ def read_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -
             # foreign pickles make torch warn about their protocol; our error line says it all
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True), "torch"
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
+    except Exception as e:  # torch raises many kinds for bad files
         torch_error = e
     if not is_zip:
         # A pickle that is not a torch file: maybe a detectron2 .pkl with another suffix.

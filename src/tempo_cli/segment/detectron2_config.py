@@ -44,12 +44,12 @@ def require_detectron2() -> None:
             # deprecates: a FutureWarning per import, noise around every error message.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            import detectron2  # noqa: F401
-            import detectron2.checkpoint  # noqa: F401
-            import detectron2.config  # noqa: F401
-            import detectron2.data  # noqa: F401
-            import detectron2.evaluation  # noqa: F401
-            import detectron2.modeling  # noqa: F401
+            import detectron2
+            import detectron2.checkpoint
+            import detectron2.config
+            import detectron2.data
+            import detectron2.evaluation
+            import detectron2.modeling
             import detectron2.solver  # noqa: F401
     except ImportError as e:
         raise TempoError(

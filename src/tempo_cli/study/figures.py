@@ -166,3 +166,81 @@ def sheet_figure(images: dict[str, Path | None], title: str) -> Figure:
                 ax.imshow(np.asarray(im.convert("RGB")))
     fig.suptitle(title)
     return fig
+
+
+def embed_figures(study_dir: Path, table: dict[str, Any]) -> list[dict[str, str]]:
+    """embed_map.png (every arm's t-SNE panel, from its .npz) and embed_neighbours.png
+    (every arm's neighbour grid side by side, from its neighbours.json); a figure whose
+    files are missing (or whose images moved) is left out."""
+    import json
+
+    import numpy as np
+
+    from tempo_cli.embed.figures import MapPanel, map_figure
+    from tempo_cli.embed.grid import NEIGHBOURS_JSON, grid_figure, grid_title
+    from tempo_cli.embed.maps import describe
+    from tempo_cli.errors import TempoError
+
+    out, panels, names, shown = [], [], [], ""
+    for row in table["rows"]:
+        try:
+            with np.load(study_dir / row["npz"], allow_pickle=False) as f:
+                if "map" in f:
+                    panels.append(MapPanel(row["arm"], f["map"], f["labels"][f["map_index"]]))
+                    names = f["class_names"].tolist()
+                    shown = describe(len(f["labels"]), f["map_index"])
+        except (OSError, ValueError, KeyError):
+            continue
+    if panels:
+        title = f"t-SNE of each arm's {table.get('split')} features ({shown}), coloured by class"
+        out.append(_save(map_figure(panels, names, title), study_dir, "embed_map", title))
+    blocks: dict[str, dict[str, Any]] = {}
+    for row in table["rows"]:
+        try:
+            record = json.loads((study_dir / row["dir"] / NEIGHBOURS_JSON).read_text())
+        except (OSError, ValueError):
+            continue
+        agreement = (row.get("class_agreement") or {}).get("mean")
+        k = table.get("k")
+        label = (
+            row["arm"] if agreement is None else f"{row['arm']} (agreement @{k} {agreement:.2f})"
+        )
+        blocks[label] = {"record": record, "checkpoint": row["checkpoint"]}
+    if blocks and table.get("data"):
+        first = next(iter(blocks.values()))["record"]
+        title = grid_title(first, int(table.get("k") or 0))
+        try:
+            fig = grid_figure(blocks, Path(table["data"]), title)
+        except (TempoError, ValueError, KeyError):
+            return out
+        out.append(_save(fig, study_dir, "embed_neighbours", "Nearest neighbours, every arm"))
+    return out
+
+
+def monitor_figure(study_dir: Path, table: dict[str, Any]) -> dict[str, str]:
+    """monitor.png: the pre-training monitor per epoch, one line per arm (and repeat):
+    its accuracy (solid: test, dashed: val) and RankMe, the features' effective rank."""
+    from matplotlib.ticker import MaxNLocator
+
+    title = "Pre-training monitor per epoch"
+    fig = _figure((11.0, 4.0))
+    acc, rank = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    kinds = sorted({str(r["kind"]) for r in table["rows"] if r.get("kind") not in (None, "none")})
+    for i, row in enumerate(table["rows"]):
+        label = row["arm"] if row["repeat"] is None else f"{row['arm']} (seed {row['repeat']})"
+        colour = f"C{i % 10}"
+        for key, style in (("accuracy", "-"), ("accuracy_val", "--")):
+            pts = [(e["epoch"], e[key]) for e in row["epochs"] if e.get(key) is not None]
+            if pts:
+                name = _text(label if key == "accuracy" else f"{label}, val")
+                acc.plot(*zip(*pts, strict=True), style, marker="o", color=colour, label=name)
+        pts = [(e["epoch"], e["rankme"]) for e in row["epochs"] if e.get("rankme") is not None]
+        if pts:
+            rank.plot(*zip(*pts, strict=True), marker="o", color=colour, label=_text(label))
+    for ax in (acc, rank):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    what = "/".join(kinds) or "monitor"
+    _finish(acc, "epoch", f"{what} accuracy", f"Monitor accuracy ({what})")
+    _finish(rank, "epoch", "RankMe (effective rank)", "RankMe of the backbone features")
+    fig.tight_layout()
+    return _save(fig, study_dir, "monitor", title)

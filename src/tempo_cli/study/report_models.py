@@ -86,7 +86,19 @@ def accuracy_model(table: dict[str, Any], key: str) -> TableModel:
         "per class. Bold: the best per column"
         + (f"; +x: the gain in points over the baseline {base}." if base else ".")
     )
-    return TableModel(key, ["arm", *table["columns"]], rows, caption, "cell")
+    from tempo_cli.study.intervals import interval_items
+
+    # the headline's sentences open the report; the other tables' open their section
+    notes = tuple(table.get("intervals", {}).get("verdicts", [])) if key != "headline" else ()
+    return TableModel(
+        key,
+        ["arm", *table["columns"]],
+        rows,
+        caption,
+        "cell",
+        notes=notes,
+        listing=interval_items(table),
+    )
 
 
 def single_runs(table: dict[str, Any]) -> bool:
@@ -248,6 +260,37 @@ def intro_items(data: dict[str, Any]) -> list[tuple[str, Any]]:
 # --- number formats shared by report_html and report_md -------------------------------
 
 
+def embed_model(table: dict[str, Any]) -> TableModel:
+    """Rows = arms; the embed stage's class agreement, same-group share (when the data has
+    groups) and silhouette."""
+    k = table.get("k")
+    grouped = any(r.get("same_group_share") for r in table["rows"])
+    cols = ["class_agreement", *(["same_group_share"] if grouped else []), "silhouette_cosine"]
+    heads = {
+        "class_agreement": f"class agreement @{k}",
+        "same_group_share": f"same-group share @{k}",
+        "silhouette_cosine": "silhouette (cosine)",
+    }
+    rows = [
+        RowModel(r["arm"], "embed", [*(_value(c, r.get(c)) for c in cols), CellModel(r["over"])])
+        for r in table["rows"]
+    ]
+    source = str(table.get("neighbours_from"))
+    if table.get("leave_one_out"):
+        source += " (each image left out of its own neighbours)"
+    notes = (
+        f"Frozen features of the {table.get('split')} split ({table.get('images')} images, "
+        f"{table.get('classes')} classes), each image's {k} nearest neighbours by cosine "
+        f"similarity among {source}. Class agreement: the share of those neighbours with the "
+        "image's class. Same-group share: the share from its own group (video, session, "
+        "person): high with a high agreement is the sign of a shortcut. Silhouette on cosine "
+        "distance: how far apart the classes lie (-1 to 1), without neighbours or a probe.",
+    )
+    caption = "Mean over every image of the split; ± over the arm's pre-training repeats."
+    header = ["arm", *(heads[c] for c in cols), "± over"]
+    return TableModel("embed", header, rows, caption, notes=notes)
+
+
 def fmt_acc(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
 
@@ -299,6 +342,11 @@ def _copies_text(r: dict[str, Any]) -> str:
     return text + (f", e.g. {examples}" if examples else "")
 
 
+def _two(table: dict[str, Any]) -> str:
+    """How many groups have images in two splits ("none" for a made split, where none can)."""
+    return str(table.get("groups_in_two_splits") or "none")
+
+
 def data_model(table: dict[str, Any]) -> TableModel:
     """Rows = classes (and a total), columns = splits: images; the split, groups and the
     near-copy checks as notes."""
@@ -312,7 +360,7 @@ def data_model(table: dict[str, Any]) -> TableModel:
     groups = table.get("groups")
     notes = [
         f"Labelled data: {table['form']} {table['source']}; split {_split_text(table)}"
-        + (f"; {groups} groups, none in two splits." if groups else "; no groups.")
+        + (f"; {groups} groups, {_two(table)} in two splits." if groups else "; no groups.")
     ]
     threshold = next((r["threshold"] for r in table.get("near_copies", [])), None)
     for r in table.get("near_copies", []):

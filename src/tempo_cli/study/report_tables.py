@@ -230,10 +230,11 @@ def lrp_table(loaded: Loaded) -> dict[str, Any] | None:
     """Classifier accuracy and contact sheets (relative paths) of each arm's lrp stage."""
     rows = []
     for arm, runs in loaded.items():
-        done = [r for r in runs if _first_model(r, "lrp")]
-        if not done:
+        firsts = [(r, m) for r in runs if (m := _first_model(r, "lrp"))]
+        if not firsts:
             continue
-        values = [float(_first_model(r, "lrp")["accuracy"]) for r in done]  # type: ignore[index]
+        done = [r for r, _ in firsts]
+        values = [float(m["accuracy"]) for _, m in firsts]
         sheets_dir = done[0].stages["lrp"].dir + "/sheets"
         rows.append(
             {
@@ -291,3 +292,61 @@ def data_table(loaded: Loaded) -> dict[str, Any] | None:
                     table["frames"] = m["frames"]
                 return table
     return None
+
+
+#: The numbers of an embed stage's record that the report shows, in its column order.
+EMBED_NUMBERS = ("class_agreement", "same_group_share", "silhouette_cosine")
+
+
+def embed_table(loaded: Loaded) -> dict[str, Any] | None:
+    """What the features learned, per arm: the embed stage's numbers (mean ± std over an
+    arm's pre-training repeats) and the files its figures are drawn from (first repeat)."""
+    rows, about = [], None
+    for arm, runs in loaded.items():
+        done = [r.stages["embed"] for r in runs if "embed" in r.stages]
+        done = [s for s in done if s.metrics.get("embeddings")]
+        if not done:
+            continue
+        records = [s.metrics["embeddings"][0] for s in done]
+        row: dict[str, Any] = {
+            "arm": arm,
+            "over": f"{len(done)} pre-trainings" if len(done) > 1 else "one run",
+            "dir": done[0].dir,
+            "npz": f"{done[0].dir}/{records[0]['file']}",
+            "checkpoint": records[0]["checkpoint"],
+        }
+        for key in EMBED_NUMBERS:
+            values = [float(r[key]) for r in records if r.get(key) is not None]
+            single = {"mean": values[0], "std": None, "n": 1} if values else None
+            row[key] = combine(values, single) if values else None
+        rows.append(row)
+        if about is None:
+            keys = ("data", "split", "images", "classes", "neighbours_from", "leave_one_out")
+            about = {k: done[0].metrics.get(k) for k in keys}
+            about["k"] = records[0].get("k")
+    return {**(about or {}), "rows": rows} if rows else None
+
+
+def monitor_table(loaded: Loaded) -> dict[str, Any] | None:
+    """The pre-training monitor per epoch of every pre-training run: its accuracy (the
+    monitor's kind, on test and val) and RankMe (pretrain metrics.json `epochs[].monitor`)."""
+    rows = []
+    for arm, runs in loaded.items():
+        for run in runs:
+            s = run.stages.get("pretrain")
+            if s is None:
+                continue
+            kind = (s.metrics.get("monitor") or {}).get("kind")
+            epochs = [
+                {
+                    "epoch": e.get("epoch"),
+                    "accuracy": e["monitor"].get(kind),
+                    "accuracy_val": e["monitor"].get(f"{kind}_val"),
+                    "rankme": e["monitor"].get("rankme"),
+                }
+                for e in s.metrics.get("epochs", [])
+                if e.get("monitor")
+            ]
+            if epochs:
+                rows.append({"arm": arm, "repeat": run.repeat, "kind": kind, "epochs": epochs})
+    return {"rows": rows} if rows else None

@@ -248,6 +248,7 @@ def _newly_runnable(p: PlannedStage, record: dict[str, Any] | None) -> bool:
 def finish(study: Study, study_dir: Path, quiet: bool) -> dict[str, Any]:
     """study.json, report.html and report.md from the stage folders; prints the headline."""
     from tempo_cli.study.collect import collect_study
+    from tempo_cli.study.intervals import headline_verdicts
 
     data = collect_study(study, study_dir)
     atomic.write_json(study_dir / "study.json", data)
@@ -255,7 +256,10 @@ def finish(study: Study, study_dir: Path, quiet: bool) -> dict[str, Any]:
     if data.get("headline"):
         from rich.console import Console
 
-        Console().print(headline_table(data))  # stdout: the command's answer
+        console = Console()
+        console.print(headline_table(data))  # stdout: the command's answer
+        for sentence in headline_verdicts(data):  # with its uncertainty, in words
+            console.print(escape(sentence), highlight=False, soft_wrap=True)
     log(f"report in {_shown(report)}", quiet)
     return data
 

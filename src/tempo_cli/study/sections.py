@@ -84,6 +84,11 @@ SECTIONS: tuple[Section, ...] = (
     _accuracy("semisup", "semisup", "Semi-supervised fine-tuning", "semisup_vs_samples",
               "Semi-supervised accuracy vs samples per class"),
     _accuracy("knn", "knn", "kNN", "knn_vs_samples", "kNN accuracy vs labelled samples per class"),
+    Section("embed", "What the features learned", lambda loaded, _: t.embed_table(loaded),
+            m.embed_model, lambda study_dir, data: f.embed_figures(study_dir, data["embed"])
+            if data.get("embed") else []),
+    Section("monitor", "What the features learned: the pre-training monitor",
+            lambda loaded, _: t.monitor_table(loaded), figures=_one("monitor", f.monitor_figure)),
     Section("relevance", "Relative relevance", lambda loaded, _: t.relevance_table(loaded),
             m.relevance_model),
     Section("noise", "Accuracy under noise", lambda loaded, _: t.noise_table(loaded),

@@ -130,7 +130,7 @@ def load_study(
     if preset is not None:
         text, origin, default_name = preset_text(preset), f"preset {preset}", preset
     else:
-        path = Path(config).expanduser()  # type: ignore[arg-type]
+        path = Path(str(config)).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.settings.base import CommandSettings, load_settings
 from tempo_cli.settings.data import DataCheckSettings
+from tempo_cli.settings.embed import EmbedSettings
 from tempo_cli.settings.evaluate import EvalKnnSettings, EvalLinearSettings, EvalSemisupSettings
 from tempo_cli.settings.explain import (
     ExplainAdversarialSettings,
@@ -301,6 +302,8 @@ STAGES: dict[str, Stage[Any]] = {
         Stage("linear", EvalLinearSettings, _EVAL, path_list=True, defaults=_SWEEP),
         Stage("semisup", EvalSemisupSettings, _EVAL, path_list=True, defaults=_SWEEP),
         Stage("knn", EvalKnnSettings, _EVAL, path_list=True, defaults=_SWEEP),
+        Stage("embed", EmbedSettings, "tempo_cli.embed.run:run_embed", path_list=True,
+              defaults={"map": True, "neighbours": True}),
         RelevanceStage("relevance", ExplainRelevanceSettings, "tempo_cli.explain.relevance:run",
                        reads="classifier"),
         Stage("lrp", ExplainLrpSettings, "tempo_cli.explain.lrp:run", reads="classifier"),

@@ -25,7 +25,7 @@ from tempo_cli.settings import CommandSettings
 def _leaf_commands() -> Iterator[tuple[tuple[str, ...], typer.main.TyperCommand]]:
     """(path, click command) of every runnable command, e.g. (("eval", "linear"), cmd)."""
 
-    def walk(cmd, path):  # noqa: ANN001, ANN202
+    def walk(cmd, path):
         subs = getattr(cmd, "commands", None)
         if subs is None:
             yield path, cmd
@@ -57,7 +57,7 @@ def test_every_command_has_a_settings_class() -> None:
         assert "-".join(path) in settings, path
 
 
-def _expected_default(param, default: object) -> str | None:  # noqa: ANN001
+def _expected_default(param, default: object) -> str | None:
     """What `--help` must show for a field default: nothing for None, [] and off switches."""
     if default is PydanticUndefined or default is None:
         return None
@@ -159,7 +159,7 @@ def test_cli_and_every_help_import_no_torch() -> None:
     assert r.returncode == 0, r.stderr[-2000:]
 
 
-def test_root_help_lists_the_commands_in_the_order_of_the_work(cli) -> None:  # noqa: ANN001
+def test_root_help_lists_the_commands_in_the_order_of_the_work(cli) -> None:
     from tempo_cli.cli.main import ORDER
 
     r = cli("--help")
@@ -180,14 +180,14 @@ def test_every_command_summary_is_one_sentence_on_one_line() -> None:
 
 
 @pytest.mark.parametrize("path", [(), ("eval",), *COMMANDS], ids=lambda p: "-".join(p) or "tempo")
-def test_help_shows_no_value_type_beside_a_switch(path: tuple[str, ...], cli) -> None:  # noqa: ANN001
+def test_help_shows_no_value_type_beside_a_switch(path: tuple[str, ...], cli) -> None:
     r = cli(*path, "--help")
     assert r.code == 0, r.err
     assert "<bool>" not in r.out
     assert "--help" in r.out
 
 
-def test_unknown_command_is_one_line_naming_it_once(cli) -> None:  # noqa: ANN001
+def test_unknown_command_is_one_line_naming_it_once(cli) -> None:
     r = cli("nope")
     assert r.code == 2
     assert r.err == "tempo: error: No such command 'nope'. (see --help)\n"

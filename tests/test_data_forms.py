@@ -34,7 +34,7 @@ def forms(asl_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {"tree": tree, "manifest": d / "labels.csv"}
 
 
-def _split_of(data) -> dict[str, str]:  # noqa: ANN001
+def _split_of(data) -> dict[str, str]:
     return {e.path.resolve().as_posix(): e.split for e in data.entries()}
 
 

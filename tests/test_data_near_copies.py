@@ -16,6 +16,7 @@ from tempo_cli.data.labelled_data import open_labelled
 from tempo_cli.data.manifest import write_manifest
 from tempo_cli.data.near_copies import (
     THRESHOLD,
+    check_against_frames,
     check_splits,
     compare,
     thumbnails,
@@ -66,3 +67,33 @@ def test_planted_copy_is_found_and_reported(cli, asl_sample: Path, tmp_path: Pat
 def test_demo_has_no_near_copies(demo_root: Path) -> None:
     results = check_splits(open_labelled(demo_root))
     assert [(r.split, r.checked, r.found) for r in results] == [("val", 240, 0), ("test", 480, 0)]
+
+
+def test_test_images_against_decoded_frames(asl_sample: Path) -> None:
+    from tempo_cli.data.frames import load_uint8
+
+    data = open_labelled(asl_sample / "test")
+    test = data.files("test")
+    others = [e.path for e in data.entries() if e.split == "train"][:30]
+    frames = torch.stack([load_uint8(p, 64) for p in others])
+    clean = check_against_frames(data, frames, chunk=7)
+    assert (clean.checked, clean.found) == (24, 0)
+    planted = torch.cat([frames, load_uint8(test.paths[5], 64)[None]])
+    hit = check_against_frames(data, planted, chunk=7)
+    assert hit.found == 1 and hit.examples[0][1] == "frame 30" and hit.against.startswith("pre")
+
+
+def test_data_check_finds_a_test_photo_among_video_frames(
+    cli, asl_sample: Path, tmp_path: Path, write_frames
+) -> None:
+    data = open_labelled(asl_sample / "test")
+    frames = write_frames(tmp_path / "video", 12, size=64)
+    victim = data.files("test").paths[3]
+    Image.open(victim).convert("RGB").resize((64, 64)).save(frames / "0005.png")  # a frame
+    r = cli("data", "check", asl_sample / "test", "--frames", frames, "--quiet", "--name", "c")
+    assert r.code == 0, r.err
+    assert r.err.count("\n") == 1 and "near-copies in pre-training frames: 1 of 24 test" in r.err
+    m = json.loads((Path(os.environ["TEMPO_RUNS_DIR"]) / "c" / "metrics.json").read_text())
+    assert m["frames"]["found"] == 1 and m["frames"]["frames"] == 12
+    assert m["frames"]["examples"][0][:2] == [victim.relative_to(data.base).as_posix(), "frame 5"]
+    assert m["data"]["form"] == "tree" and [c["found"] for c in m["near_copies"]] == [0, 0]

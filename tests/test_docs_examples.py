@@ -32,4 +32,4 @@ def test_docs_example_runs(
     monkeypatch.chdir(tmp_path)  # runs/ of an example go to a temporary folder
     namespace: dict[str, object] = {"__name__": f"docs.{page.stem}"}
     for k, code in enumerate(python_blocks(page)):
-        exec(compile(code, f"{page.name}[python block {k}]", "exec"), namespace)  # noqa: S102
+        exec(compile(code, f"{page.name}[python block {k}]", "exec"), namespace)

@@ -147,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep test output clean
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         s = self.server
         name = self.path.lstrip("/")
         rng = self.headers.get("Range")
@@ -502,7 +502,7 @@ class _TreeHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:  # http.server's naming
         self.server.paths.append(self.path)  # type: ignore[attr-defined]
         super().do_GET()
 

@@ -259,7 +259,7 @@ class Evil:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -281,3 +281,31 @@ def test_checkpoint_id(tmp_path: Path, trained: tvm.ResNet) -> None:
     assert checkpoint_id("imagenet", "resnet18") == "imagenet-resnet18-resnet18-f37072fd"
     torch.manual_seed(5)
     assert checkpoint_id("random", "resnet18") == "random-resnet18-seed5"
+
+
+def test_foreign_safetensors(tmp_path: Path, trained: tvm.ResNet) -> None:
+    """safetensors tempo did not write: a timm/torchvision state dict with its ImageNet fc
+    (ignored), DDP prefixes, half precision, bytes under another suffix; no metadata."""
+    from safetensors.torch import save_file
+
+    full = tvm.resnet18(weights=None)
+    full.load_state_dict({**full.state_dict(), **trained.state_dict()}, strict=False)
+    state = {
+        f"module.{k}": v.half() if v.is_floating_point() else v
+        for k, v in full.state_dict().items()
+    }
+    p = tmp_path / "timm.safetensors"
+    save_file(state, p)
+    m = load_model(p)
+    assert (m.source_format, m.arch, m.linear, m.image_size) == (
+        "safetensors",
+        "resnet18",
+        None,
+        None,
+    )
+    assert next(m.backbone.parameters()).dtype == torch.float32
+    torch.testing.assert_close(m.backbone.eval()(X), trained(X), atol=2e-2, rtol=2e-2)
+    other = tmp_path / "weights.bin"  # safetensors bytes, another name: read as safetensors
+    other.write_bytes(p.read_bytes())
+    assert load_model(other).source_format == "safetensors"
+    assert checkpoint_id(other) == checkpoint_id(p)

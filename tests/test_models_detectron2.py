@@ -83,7 +83,7 @@ class Evil:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
 
 
@@ -136,7 +136,7 @@ def write_convert_py_pkl(state: dict[str, torch.Tensor], out: Path) -> Path:
     return out
 
 
-def test_convert_py_file_reads_as_tempos_export(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_convert_py_file_reads_as_tempos_export(cli, tmp_path: Path) -> None:
     from tempo_cli.segment.core import backbone_state
 
     torch.manual_seed(0)

@@ -32,14 +32,14 @@ except TempoError:
         allow_module_level=True,
     )
 
-from tempo_cli.segment.detectron2_config import (  # noqa: E402
+from tempo_cli.segment.detectron2_config import (
     D2Spec,
     build_config,
     build_model,
     load_backbone,
     load_payload,
 )
-from tempo_cli.settings.segment import SegmentSettings  # noqa: E402
+from tempo_cli.settings.segment import SegmentSettings
 
 TINY = (
     "--engine", "detectron2", "--data", "demo", "--image-size", "64", "--batch-size", "2",

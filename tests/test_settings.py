@@ -253,7 +253,7 @@ def test_recipe_name_from_env_or_config(tmp_path: Path, monkeypatch: pytest.Monk
     assert (s.recipe, s.batch_size, s.image_size) == ("reference-r50", 20, 256)
 
 
-def test_unknown_recipe_is_a_usage_error_listing_the_known_ones(cli) -> None:  # noqa: ANN001
+def test_unknown_recipe_is_a_usage_error_listing_the_known_ones(cli) -> None:
     from tempo_cli.settings.pretrain import PretrainSettings
 
     with pytest.raises(UsageError) as e:
@@ -324,7 +324,7 @@ def test_the_recipes_ship_in_the_wheel(tmp_path: Path) -> None:
         assert f"tempo_cli/settings/recipes/{recipe}.toml" in names
 
 
-def test_a_recipe_run_records_its_values_and_resumes_with_them(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_recipe_run_records_its_values_and_resumes_with_them(cli, tmp_path: Path) -> None:
     """`--recipe` on the command line reaches config.json; `--resume` alone brings it back."""
     import json
     import os

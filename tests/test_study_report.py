@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from html import escape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -410,3 +411,87 @@ def _best_cells(page: str, col: str) -> list[dict[str, Any]]:
         if mine and "best" in (a.get("class") or "").split():
             out.append(a)
     return out
+
+
+@pytest.mark.slow
+def test_real_study_intervals_equal_a_recomputation_from_the_kept_predictions(
+    real_study: tuple[Study, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """study.json's intervals, the verdicts atop both reports and after the printed
+    headline: the same as recomputed here from each stage's predictions.npz."""
+    from tempo_cli.evaluate.intervals import Comparison, verdicts
+    from tempo_cli.evaluate.paired_bootstrap import arm_data, holm, paired_interval
+    from tempo_cli.evaluate.predictions import find_result, read_predictions
+    from tempo_cli.study.runner import finish
+
+    study, study_dir = real_study
+    data = finish(study, study_dir, quiet=True)
+    printed = capsys.readouterr().out
+    arm = study.arms[1]
+    for key, stage in (("headline", "linear"), ("knn", "knn")):
+        got = data[key]["intervals"]
+        mine = read_predictions(study_dir / arm.folder / stage)
+        base = read_predictions(study_dir / "random" / stage)
+        intervals = [
+            paired_interval(
+                arm_data([find_result(mine, None, sp)]), arm_data([find_result(base, None, sp)])
+            )
+            for sp in (1, None)
+        ]
+        calls = holm([iv.p_value for iv in intervals])
+        want = [
+            Comparison(arm.name, "random", sp, iv, call)
+            for sp, iv, call in zip((1, None), intervals, calls, strict=True)
+        ]
+        assert [{k: v for k, v in c.items() if k != "column"} for c in got["comparisons"]] == [
+            c.to_dict() for c in want
+        ]
+        assert [c["column"] for c in got["comparisons"]] == ["1", "full"]
+        assert got["verdicts"] == verdicts(want) and len(want[0].interval.sources) == 4
+        assert "pre-training seed not covered: 1 pre-training" in got["method"]
+    assert (
+        json.loads((study_dir / "study.json").read_text())["headline"]["intervals"]
+        == (data["headline"]["intervals"])
+    )
+    sentences = data["headline"]["intervals"]["verdicts"]
+    assert sentences[0].startswith(f"At 1 labelled image per class, {SCRIPT_ARM} is ")
+    page = (study_dir / "report.html").read_text()
+    top = page.index("<h1>")
+    for s in sentences:
+        assert page.index(f"<p class='verdict'>{escape(s)}</p>") < page.index("<table", top)
+        assert " ".join(s.split()) in " ".join(printed.split())
+    md = (study_dir / "report.md").read_text()
+    assert md.index("**At 1 labelled image per class") < md.index("- origin:")
+    assert "95% interval" in md and "Holm-corrected" in md
+    _check_escaped(study_dir, data)
+
+
+def test_a_single_run_shows_no_spread_and_the_loss_ticks_whole_epochs() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tempo_cli.study import figures
+    from tempo_cli.study.report_models import accuracy_model
+
+    one = {"mean": 0.25, "std": 0.0, "n": 1}
+    table = {
+        "columns": ["1"],
+        "baseline": None,
+        "over": "1 probe run",
+        "rows": [{"arm": "a", "cells": {"1": one}, "gains": {"1": None}}],
+        "best": {"1": ["a"]},
+    }
+    model = accuracy_model(table, "knn")
+    assert model.rows[0].cells[0].text == "0.250"
+    assert "±" not in model.caption and "one probe run" in model.caption
+    table["rows"][0]["cells"]["1"] = {"mean": 0.25, "std": 0.01, "n": 2}
+    table["over"] = "2 probe runs"
+    model = accuracy_model(table, "knn")
+    assert model.rows[0].cells[0].text == "0.250 ± 0.010" and "± std" in model.caption
+
+    epochs = [{"epoch": e, "loss": 10.0 / e} for e in (1, 2, 3)]
+    fig = figures.loss_plot({"rows": [{"arm": "a", "repeat": None, "epochs": epochs}]}, "loss")
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks

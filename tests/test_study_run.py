@@ -113,6 +113,7 @@ def test_plan_names_every_stage_folder_and_input(tmp_path: Path, demo_root: Path
     plan = plan_study(load_study(config=write_study(tmp_path)))
     runs = places.runs_dir()
     assert [(p.arm.name, p.stage) for p in plan] == [
+        ("tempo", "data"),  # once a study: the labelled data and its checks
         ("tempo", "pretrain"),
         ("tempo", "classifier"),
         ("tempo", "linear"),
@@ -165,7 +166,11 @@ def test_rerun_skips_force_redoes_one_stage_and_arm_change_reruns_that_arm(
     r = cli("study", "--config", config)
     assert r.code == 0, r.err
     assert (study_dir / "study.toml").is_file() and (study_dir / "study.json").is_file()
-    assert "[1/3] tempo pretrain" in r.err and "] skip " not in r.err
+    # the study's stages keep their predictions: the headline's verdicts, printed and kept
+    verdicts = json.loads((study_dir / "study.json").read_text())["headline"]["intervals"]
+    assert len(verdicts["verdicts"]) == 2 and verdicts["verdicts"][0] in r.out
+    assert "[1/4] tempo data" in r.err and "[2/4] tempo pretrain" in r.err
+    assert "] skip " not in r.err
     linear_features = feature_files()
 
     # Adding knn runs only knn, from the features linear extracted (no new cache entry).
@@ -178,13 +183,14 @@ def test_rerun_skips_force_redoes_one_stage_and_arm_change_reruns_that_arm(
     assert feature_files() == linear_features
     done = records(study_dir)
     assert set(done) == {
-        "tempo/pretrain", "tempo/linear", "tempo/knn", "random/linear", "random/knn"
+        "tempo/data", "tempo/pretrain", "tempo/linear", "tempo/knn", "random/linear",
+        "random/knn",
     }  # fmt: skip
 
     # A finished study reruns nothing.
     r = cli("study", "--config", config)
     assert r.code == 0, r.err
-    assert r.err.count("] skip ") == 5 and " · elapsed" not in r.err
+    assert r.err.count("] skip ") == 6 and " · elapsed" not in r.err
     assert records(study_dir) == done
 
     # --force knn redoes knn of every arm, nothing else.

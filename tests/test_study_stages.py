@@ -331,6 +331,7 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
     want = []
     for arm, repeat in units:
         first = ["classifier"] if arm == "random" else ["pretrain", "classifier"]
+        first = ["data", *first] if (arm, repeat) == ("tempo", 0) else first  # once a study
         want += [(arm, repeat, s) for s in [*first, *selected]]
     assert [(p.arm.name, p.repeat, p.stage) for p in plan] == want
 
@@ -350,6 +351,8 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
             assert p.settings.samples_pc == "5"
         elif p.stage == "pretrain":
             assert p.settings.seed == (p.repeat or 0)
+        elif p.stage == "data":  # the labelled data against the pre-training data
+            assert (p.settings.data, p.settings.frames) == (study.labelled, study.data)
         else:
             assert p.settings.path == [backbone], (p.arm.name, p.stage)
     by = {(p.arm.name, p.repeat, p.stage): p.settings for p in plan}
@@ -361,9 +364,11 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
 # --- 4. the explanation stages lrp and relevance, through to the report -------------------
 
 #: A random arm's classifier (30 iterations at 5 per class), explained by LRP and scored
-#: inside the demo's hand masks.
+#: inside the hand masks, on a slice of the demo (one test image per class: LRP and
+#: relevance explain every test image).
 LRP_RELEVANCE = """\
 data = "demo"
+labelled = {labelled}
 backbone = "resnet18"
 image_size = 32
 stages = ["lrp", "relevance"]
@@ -378,12 +383,31 @@ source = "random"
 """
 
 
+def _demo_slice(demo_root: Path, root: Path, per_class: dict[str, int]) -> Path:
+    """The first images of each class of the demo's splits, and the hand masks of the
+    test images kept."""
+    import shutil
+
+    for split, n in per_class.items():
+        for cls in sorted(p for p in (demo_root / split).iterdir() if p.is_dir()):
+            (root / split / cls.name).mkdir(parents=True)
+            for image in sorted(cls.glob("*.png"))[:n]:
+                shutil.copy(image, root / split / cls.name / image.name)
+    masks = demo_root / "masks/gtFine/test"
+    (root / "masks/gtFine/test").mkdir(parents=True)
+    for image in (root / "test").glob("*/*.png"):
+        for mask in masks.glob(f"{image.stem}_gtFine_*.png"):
+            shutil.copy(mask, root / "masks/gtFine/test" / mask.name)
+    return root
+
+
 @pytest.mark.slow
 def test_lrp_and_relevance_stages_reach_study_json_and_both_reports(
     cli: Any, tmp_path: Path, demo_root: Path
 ) -> None:
+    labelled = _demo_slice(demo_root, tmp_path / "slice", {"train": 5, "val": 1, "test": 1})
     config = tmp_path / "expl.toml"
-    config.write_text(LRP_RELEVANCE, encoding="utf-8")
+    config.write_text(LRP_RELEVANCE.format(labelled=_toml_str(labelled)), encoding="utf-8")
     r = cli("study", "--config", config, "--quiet")
     assert r.code == 0, r.err
     study_dir = _runs() / "expl"

@@ -11,7 +11,7 @@ import typer
 
 from tempo_cli.cli.common import ConfigOpt, DebugOpt, NameOpt, QuietOpt, run_command
 from tempo_cli.cli.options import argument, option
-from tempo_cli.settings.data import DataSplitSettings, SplitSettings
+from tempo_cli.settings.data import DataCheckSettings, DataSplitSettings, SplitSettings
 
 _S = "Split (tree or manifest without one)"
 
@@ -25,7 +25,9 @@ GroupByOpt = Annotated[
 ]
 
 data_app = typer.Typer(
-    name="data", help="Labelled data: make and write its split.", no_args_is_help=True
+    name="data",
+    help="Labelled data: write its split, check it for near-copies.",
+    no_args_is_help=True,
 )
 
 
@@ -47,3 +49,24 @@ def split(
     from tempo_cli.data.split_file import run_data_split  # lazy: no torch for --help
 
     run_command(DataSplitSettings, values, run_data_split)
+
+
+@data_app.command("check")
+def check(
+    data: Annotated[str | None, argument(DataCheckSettings, "data")] = None,
+    frames: Annotated[str | None, option(DataCheckSettings, "frames")] = None,
+    image_size: Annotated[int | None, option(DataCheckSettings, "image_size")] = None,
+    split_fractions: SplitFractionsOpt = None,
+    split_seed: SplitSeedOpt = None,
+    group_by: GroupByOpt = None,
+    name: NameOpt = None,
+    quiet: QuietOpt = None,
+    debug: DebugOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Split summary and near-copies: val/test against train, test against --frames."""
+    values: dict[str, Any] = dict(locals())
+
+    from tempo_cli.data.check import run_data_check  # lazy: no torch for --help
+
+    run_command(DataCheckSettings, values, run_data_check)

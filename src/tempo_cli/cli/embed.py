@@ -31,7 +31,7 @@ def embed(
     bn_batch_size: Annotated[
         str | None, _opt("bn_batch_size", panel=_F, metavar="TRAIN,TEST|auto")
     ] = None,
-    map: Annotated[bool | None, _opt("map", "--map", panel=_O)] = None,  # noqa: A002
+    map: Annotated[bool | None, _opt("map", "--map", panel=_O)] = None,
     neighbours: Annotated[bool | None, _opt("neighbours", "--neighbours", panel=_O)] = None,
     projector: Annotated[bool | None, _opt("projector", "--projector", panel=_O)] = None,
     k: Annotated[int | None, _opt("k", panel=_O)] = None,

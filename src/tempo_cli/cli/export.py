@@ -12,17 +12,22 @@ from tempo_cli.settings.export import ExportSettings
 
 def export(
     path: Annotated[str | None, option(ExportSettings, "path")] = None,
-    format: Annotated[  # noqa: A002 - the option is called --format
+    format: Annotated[  # the option is called --format
         str | None, option(ExportSettings, "format", "--format")
     ] = None,
     out: Annotated[Path | None, option(ExportSettings, "out")] = None,
     backbone: Annotated[str | None, option(ExportSettings, "backbone")] = None,
+    study: Annotated[str | None, option(ExportSettings, "study")] = None,
+    arm: Annotated[str | None, option(ExportSettings, "arm")] = None,
     name: NameOpt = None,
     quiet: QuietOpt = None,
     debug: DebugOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a checkpoint as a torchvision state dict, a detectron2 .pkl or a reference file."""
+    """Write a checkpoint as safetensors, a model folder, torchvision or detectron2 weights.
+
+    A model folder holds model.safetensors, a timm config.json and a model card; --format
+    reference writes the reference study's classifier layout."""
     values: dict[str, Any] = dict(locals())
 
     from tempo_cli.models.export import run  # lazy: keeps `tempo --help` free of torch

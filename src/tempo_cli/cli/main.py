@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _error(str(e))
         code = 1
-    except Exception as e:  # noqa: BLE001 - the last line of defence for users
+    except Exception as e:  # the last line of defence for users
         if debug:
             raise
         _error(f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")

@@ -52,7 +52,7 @@ def pretrain(
     save_model_ref: Annotated[
         str | None, typer.Option("--save_model", hidden=True, help="Same as --save-model.")
     ] = None,
-    eval: Annotated[bool | None, _opt("eval", "--eval/--no-eval", panel=_MODEL)] = None,  # noqa: A002
+    eval: Annotated[bool | None, _opt("eval", "--eval/--no-eval", panel=_MODEL)] = None,
     bn_stats: Annotated[str | None, _opt("bn_stats", panel=_MODEL)] = None,
     baseline: Annotated[bool | None, _opt("baseline", "--baseline", panel=_MODEL)] = None,
     monitor: Annotated[str | None, _opt("monitor", panel=_MONITOR)] = None,

@@ -7,7 +7,10 @@ Submodules (imported explicitly; nothing heavy is imported here so `tempo --help
 - `video`: video files decoded with PyAV.
 - `sequences`: `FrameStore` (all frames of all sequences, uint8, cached on disk).
 - `pairs`: the exact temporal partner pmfs and their O(1) samplers; per-epoch pairs.
-- `labelled`: `train`, `train-N`, `test` splits with the ASL class index.
+- `labelled`: `train`, `train-N`, `val`, `test` splits with the ASL class index.
+- `labelled_data`: THE loader of labelled images (split folders, a class-folder tree, a
+  manifest CSV: `open_labelled`); `splits` (seeded, stratified, group-aware splits),
+  `manifest` (read/write the CSV), `split_file` (`tempo data split`), `near_copies`.
 - `datasets`: `--data NAME|PATH` -> a folder (generates `demo` on first use).
 """
 

@@ -310,7 +310,7 @@ def _complete_geometry(
     if "area" not in ann or "bbox" not in ann:
         try:
             mask = decode_segmentation(ann["segmentation"], height, width)
-        except Exception as e:  # noqa: BLE001 - pycocotools raises assorted types
+        except Exception as e:  # pycocotools raises assorted types
             raise _fail(json_path, f"annotations[{i}]: undecodable segmentation ({e})") from None
         ann.setdefault("area", float(mask.sum()))
         ann.setdefault("bbox", _mask_bbox(mask))

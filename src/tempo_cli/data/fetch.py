@@ -126,7 +126,7 @@ def _unreachable(src: Source, reason: object) -> TempoError:
     )
 
 
-def _http_error(src: Source, code: int, reason: object) -> TempoError:
+def _http_error(src: Source, code: int | str, reason: object) -> TempoError:
     return TempoError(
         f"{src.url}: HTTP {code} {one_line(reason)}; check the address, or give another "
         f"source with --url (a mirror, or file:///path/to/{src.archive_name})"
@@ -331,8 +331,8 @@ def fetch_drive(src: Source, out: Path, quiet: bool) -> tuple[str, int]:
             ) from None
         except requests.exceptions.HTTPError as e:
             code = e.response.status_code if e.response is not None else "?"
-            reason = e.response.reason if e.response is not None else e
-            raise _http_error(src, code, reason) from None  # type: ignore[arg-type]
+            reason = e.response.reason if e.response is not None else str(e)
+            raise _http_error(src, code, reason) from None
         except (DownloadError, requests.exceptions.RequestException) as e:
             offline = _network_failure(e)
             if offline is not None:

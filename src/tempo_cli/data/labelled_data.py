@@ -124,13 +124,27 @@ class LabelledData:
     def entries(self) -> list[Entry]:
         """Every image of every split (the split layout is listed on first use)."""
         if self._entries is None:
+            # split folders: --group-by names groups to check (the split is given)
+            pattern = re.compile(self.options.group_by) if self.options.group_by else None
             self._entries = []
             for split in self.splits():
                 files = self.files(split)
                 for path, k in zip(files.paths, files.labels.tolist(), strict=True):
                     rel = path.relative_to(self.base).as_posix()
-                    self._entries.append(Entry(path, rel, self.class_names[k], split))
+                    group = group_of(pattern, path.name) if pattern else None
+                    self._entries.append(Entry(path, rel, self.class_names[k], split, group))
         return self._entries
+
+    def straddling(self) -> dict[str, list[str]]:
+        """Groups with images in two or more of train / val / test (a given split can have
+        them; a made one never does): group -> its splits."""
+        from tempo_cli.data.labelled import split_order
+
+        where: dict[str, set[str]] = {}
+        for e in self.entries():
+            if e.group is not None and e.split in ("train", "val", "test"):
+                where.setdefault(e.group, set()).add(e.split)
+        return {g: sorted(s, key=split_order) for g, s in sorted(where.items()) if len(s) > 1}
 
     @property
     def grouped(self) -> bool:
@@ -152,6 +166,8 @@ class LabelledData:
             "images": counts,
             "groups": len(groups) if groups else None,
         }
+        if groups:
+            out["groups_in_two_splits"] = len(self.straddling())
         if self.how == "seeded":
             out["options"] = self.options.describe()
         return out
@@ -298,6 +314,16 @@ def _from_manifest(path: Path, options: SplitOptions, option: str) -> LabelledDa
     if rows[0].split is None:
         items = [SplitItem(r.label, r.path, r.group) for r in rows]
         return _made(path, base, "manifest", items, [r.file for r in rows], options)
-    entries = [Entry(r.file, r.path, r.label, r.split or "", r.group) for r in rows]
+    pattern = re.compile(options.group_by) if options.group_by else None
+    entries = [
+        Entry(
+            r.file,
+            r.path,
+            r.label,
+            r.split or "",
+            group_of(pattern, r.file.name) if pattern else r.group,
+        )
+        for r in rows
+    ]
     names = class_index({r.label for r in rows})
     return LabelledData(path, base, "manifest", "manifest", options, names, entries)

@@ -170,4 +170,36 @@ def check_and_warn(data: LabelledData) -> list[dict[str, object]]:
     line = warning(results)
     if line:
         log(line)
+    straddling = data.straddling()
+    if straddling:
+        g, splits = next(iter(straddling.items()))
+        log(
+            f"warning: {len(straddling)} group(s) have images in two splits, e.g. {g!r} in "
+            f"{' and '.join(splits)}; the split was given ({data.source}): a group in train "
+            "and test measures memory"
+        )
     return [r.record() for r in results]
+
+
+def check_against_frames(
+    data: LabelledData,
+    frames: torch.Tensor,
+    split: str = "test",
+    against: str = "pre-training frames",
+    chunk: int = 4096,
+) -> NearCopies:
+    """The images of `split` against uint8 frames (N, 3, S, S) already decoded, e.g. a
+    pre-training `FrameStore.frames` (thumbnails made `chunk` frames at a time, so a long
+    video never holds more than one chunk of them); examples name frames by index."""
+    files = data.files(split)
+    query = thumbnails(files.paths)
+    best = torch.full((len(query),), -1.0)
+    where = torch.full((len(query),), -1, dtype=torch.int64)
+    for start in range(0, len(frames), chunk):
+        score, index = best_matches(query, thumbnails_of(frames[start : start + chunk]))
+        better = score > best
+        best[better], where[better] = score[better], index[better] + start
+    names = [p.relative_to(data.base).as_posix() for p in files.paths]
+    hits = sorted((best >= THRESHOLD).nonzero().flatten().tolist(), key=lambda k: -float(best[k]))
+    examples = [(names[k], f"frame {int(where[k])}", round(float(best[k]), 4)) for k in hits]
+    return NearCopies(split, against, len(names), len(hits), THRESHOLD, examples[:2])

@@ -80,7 +80,8 @@ def parse_fractions(value: object) -> tuple[float, float, float]:
         raise ValueError(rule)
     if abs(sum(parts) - 1) > 1e-6 or parts[0] <= 0 or parts[2] <= 0:
         raise ValueError(rule)
-    return parts  # type: ignore[return-value]
+    train, val, test = parts
+    return train, val, test
 
 
 def fractions_text(fractions: Sequence[float]) -> str:

@@ -138,7 +138,7 @@ def _inference_copy(backbone: nn.Module) -> nn.Module:
         from torch.fx.experimental.optimization import fuse
 
         return fuse(backbone, inplace=True)
-    except Exception:  # noqa: BLE001 - any tracing failure: run the module as it is
+    except Exception:  # any tracing failure: run the module as it is
         return backbone
 
 

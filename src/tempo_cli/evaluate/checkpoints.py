@@ -65,10 +65,14 @@ class Checkpoint:
         if self._model is None:
             # Memory-mapped, only the record is read: a warm run still loads no weights.
             from tempo_cli.models.checkpoint import FORMAT, resolve_spec
+            from tempo_cli.models.safetensors_format import is_safetensors_checkpoint as is_st
+            from tempo_cli.models.safetensors_format import recorded_image_size
 
+            if is_st(path := resolve_spec(self.spec)):  # its header: never torch.load'ed
+                return recorded_image_size(path)
             try:
-                obj = torch.load(resolve_spec(self.spec), weights_only=True, mmap=True)
-            except Exception:  # noqa: BLE001 - not a zip torch file: load_model says why
+                obj = torch.load(path, weights_only=True, mmap=True)
+            except Exception:  # not a zip torch file: load_model says why
                 return self.model().image_size
             if isinstance(obj, dict) and obj.get("format") == FORMAT:
                 size = obj.get("image_size")

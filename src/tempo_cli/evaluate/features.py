@@ -133,7 +133,7 @@ def _read_cache(path: Path, split: str) -> FeatureSet | None:
             split=split,
             cached=True,
         )
-    except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never fatal
+    except Exception:  # a damaged cache entry is recomputed, never fatal
         return None
 
 
@@ -218,19 +218,23 @@ class FeatureSource:
         )
         roles = [("train", train_split)] + [("test", split) for split in others]
         keys = [self._digest(split, self.mode.key(ctx, role)) for role, split in roles]
-        found = [self._lookup(key, split) for key, (_, split) in zip(keys, roles, strict=True)]
-        if any(fs is None for fs in found):
+        cached = [self._lookup(key, split) for key, (_, split) in zip(keys, roles, strict=True)]
+        found: list[FeatureSet] = [fs for fs in cached if fs is not None]
+        if len(found) < len(cached):
+            found = []
             model = self._model()
             if self.mode.needs_pair:
                 train, test = self._split(train_split), self._split(TEST_SPLIT)
                 model = self.mode.prepare(model, train.images, test.images, ctx)
             for i, (role, split) in enumerate(roles):
-                if found[i] is None:
+                fs = cached[i]
+                if fs is None:
                     data = self._split(split)
                     feats = self.mode.extract(model, data.images, role, ctx)
-                    found[i] = FeatureSet(feats, data.labels, list(data.class_names), split)
-                    self._store(keys[i], found[i])  # type: ignore[arg-type]
-        return found  # type: ignore[return-value]
+                    fs = FeatureSet(feats, data.labels, list(data.class_names), split)
+                    self._store(keys[i], fs)
+                found.append(fs)
+        return found
 
     def refresh(self) -> None:
         """Forget the features made (the decoded splits stay): for a model still in

@@ -17,6 +17,7 @@ from torch import Tensor
 from tempo_cli.evaluate.batchnorm import REFERENCE_TEST_BATCH, REFERENCE_TRAIN_BATCH, BnBatches
 from tempo_cli.evaluate.features import FeatureRecipe, FeatureSet
 from tempo_cli.evaluate.linear import check_classes
+from tempo_cli.evaluate.predictions import Predictions
 from tempo_cli.evaluate.protocol import SWEEP_FIGURE, EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
 from tempo_cli.settings.evaluate import EvalKnnSettings
@@ -73,6 +74,7 @@ def knn_result(
         steps=torch.tensor([0]),
         seconds=time.perf_counter() - start,
         extra={"k": min(k, len(train)), "temperature": temperature},
+        predictions=Predictions(pred.view(1, -1), test.labels),
     )
 
 

@@ -32,6 +32,7 @@ from tempo_cli.evaluate.linear_probe import (
     select_lr,
     train_probe_grid,
 )
+from tempo_cli.evaluate.predictions import Predictions
 from tempo_cli.evaluate.protocol import EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult
 from tempo_cli.evaluate.splits import Splits, feature_splits
@@ -100,6 +101,8 @@ def _merge_runs(parts: list[ProbeResult]) -> ProbeResult:
     val = torch.cat(vals) if len(vals) == len(parts) else None
     accuracy = torch.cat([p.accuracy for p in parts])
     return ProbeResult(
+        test_pred=_cat([p.test_pred for p in parts]),
+        val_pred=_cat([p.val_pred for p in parts]),
         accuracy=accuracy,
         weight=torch.cat([p.weight for p in parts]),
         bias=torch.cat([p.bias for p in parts]),
@@ -107,6 +110,11 @@ def _merge_runs(parts: list[ProbeResult]) -> ProbeResult:
         lr=parts[0].lr,
         val_accuracy=val,
     )
+
+
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    kept = [p for p in parts if p is not None]
+    return torch.cat(kept) if len(kept) == len(parts) else None
 
 
 def _probes(
@@ -177,9 +185,18 @@ def linear_curves(
             lr=res.lr,
             val_accuracy=res.val_accuracy,
             selected=j == chosen,
+            predictions=_predictions(res, splits),
         )
         for j, res in enumerate(results)
     ]
+
+
+def _predictions(res: ProbeResult, splits: Splits) -> Predictions | None:
+    """The final heads' per-image predictions on test (and val), to keep."""
+    if res.test_pred is None:
+        return None
+    val = splits.val.labels if splits.val is not None and res.val_pred is not None else None
+    return Predictions(res.test_pred, splits.test.labels, res.val_pred, val)
 
 
 def evaluate_linear(

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from tempo_cli.evaluate.config import ProbeConfig
+from tempo_cli.evaluate.predictions import head_predictions
 from tempo_cli.evaluate.probe_kernel import train_kernel
 from tempo_cli.evaluate.probe_primal import train_primal
 from tempo_cli.evaluate.probe_setup import ProbeSetup, batched_accuracy
@@ -111,6 +112,8 @@ class ProbeResult:
     lr: the learning rate these R heads were trained with.
     val_accuracy: (R,) accuracy of the final heads on the validation split, or None when
         no validation split was given.
+    test_pred / val_pred: (R, M) / (R, V) the classes the final heads predict on test /
+        val (`predictions.head_predictions`), or None.
     """
 
     accuracy: Tensor
@@ -119,6 +122,8 @@ class ProbeResult:
     best_run: int
     lr: float
     val_accuracy: Tensor | None = None
+    test_pred: Tensor | None = None
+    val_pred: Tensor | None = None
 
     @property
     def selected_on(self) -> str:
@@ -353,12 +358,15 @@ def _split_by_lr(
     """
     r, n_lr, c = s.order.shape[0], s.n_lr, s.num_classes
     d = weight.shape[2]
-    val_acc = None
+    val_acc = val_pred = None
+    all_w, all_b = weight.view(r * n_lr, c, d), bias.view(r * n_lr, c)
+    test_pred = head_predictions(s.tx, all_w, all_b).view(r, n_lr, -1)  # per-image, kept
     if val is not None:
         vx = val[0].to(device=weight.device, dtype=torch.float32)
         vy = val[1].to(weight.device)
-        heads = batched_accuracy(vx, vy, weight.view(r * n_lr, c, d), bias.view(r * n_lr, c))
+        heads = batched_accuracy(vx, vy, all_w, all_b)
         val_acc = heads.view(r, n_lr).cpu()
+        val_pred = head_predictions(vx, all_w, all_b).view(r, n_lr, -1)
     acc = accuracy.view(r, n_lr, -1)
     w, b = weight.view(r, n_lr, c, d).cpu(), bias.view(r, n_lr, c).cpu()
     results = []
@@ -373,6 +381,8 @@ def _split_by_lr(
                 best_run=pick_best_run(a, v),
                 lr=lr,
                 val_accuracy=v,
+                test_pred=test_pred[:, j].contiguous(),
+                val_pred=None if val_pred is None else val_pred[:, j].contiguous(),
             )
         )
     return results

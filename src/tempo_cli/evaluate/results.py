@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from tempo_cli.evaluate.predictions import Predictions
 
 
 @dataclass
@@ -20,6 +23,8 @@ class CurveResult:
     val_accuracy: (R,) each run's final accuracy on the val split, when the data has one:
     the best run (and the best lr of a grid) were then chosen on it (`selected_on`).
     selected: this is the chosen lr of its grid (always True without a grid).
+    predictions: each run's final per-image predictions on test (and val), kept in the
+    run folder's predictions.npz (`evaluate/predictions.py`); None: not kept.
     """
 
     protocol: str
@@ -35,6 +40,7 @@ class CurveResult:
     lr: float | None = None
     val_accuracy: Tensor | None = None
     selected: bool = True
+    predictions: Predictions | None = None
 
     @property
     def selected_on(self) -> str:

@@ -6,9 +6,12 @@ the chosen lr and kept run were picked on), TensorBoard scalars `accuracy` (mean
 runs) and `accuracy_std` under `<samples_pc>/` (as the reference; `<checkpoint>/
 <samples_pc>/` when several checkpoints are compared; `/lr_<lr>` with a grid), the
 protocol's figures (`curves.png`: mean ± std per iteration; `accuracy_vs_samples.png`),
-`labelled_files.json` when labels were drawn from train/; prints a table (rows:
-checkpoints (x lr), columns: samples per class). What is evaluated is the protocol's
-business (`evaluate/protocols.py`); which images it trains on, `evaluate/train_labels.py`.
+`labelled_files.json` when labels were drawn from train/, predictions.npz (each run's
+per-image test and val predictions, `evaluate/predictions.py`); prints a table (rows:
+checkpoints (x lr), columns: samples per class) and, with several checkpoints, each
+one's paired 95% interval against the first (`evaluate/intervals.py`). What is evaluated
+is the protocol's business (`evaluate/protocols.py`); which images it trains on,
+`evaluate/train_labels.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from tempo_cli.errors import Interrupted
 from tempo_cli.evaluate.checkpoints import Checkpoint, unique_labels
+from tempo_cli.evaluate.intervals import print_comparisons, record_comparisons
+from tempo_cli.evaluate.predictions import PREDICTIONS_FILE, PredictionsFile
 from tempo_cli.evaluate.protocol import CURVES_FIGURE, SWEEP_FIGURE, EvalProtocol, Task
 from tempo_cli.evaluate.protocols import protocol_for
 from tempo_cli.evaluate.results import CurveResult
@@ -128,6 +133,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     _list_labelled_files(run, root, labels)
     results: list[dict[str, Any]] = []
     curves: list[CurveResult] = []
+    kept = PredictionsFile(run.path / PREDICTIONS_FILE, root)  # per-image, per run
     multi = len(checkpoints) > 1  # TensorBoard: <checkpoint>/<samples_pc>/ when comparing
     selected_on = "test" if val_split is None else "val"
     try:
@@ -140,12 +146,15 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
                     curves.append(res)
                     _write_tensorboard(run, _sub(res, task, multi, len(found) > 1), res)
                     results.append(_record(res, task))
+                    kept.add(res, task.labels)
+                kept.write()
                 run.update_metrics(protocol=protocol.name, data=str(root), results=results)
                 if any("selected_on" in r for r in results):
                     run.update_metrics(selected_on=selected_on)
                 _log_results(protocol, task, results[-len(found) :], settings.quiet)
         saved = _save_models(settings, checkpoints, [c for c in curves if c.selected])
         figures = _figures(run, protocol, curves, results)
+        comparisons = record_comparisons(run) if multi else []
         run.update_metrics(
             saved_models=[str(p) for p in saved],
             figures=[str(p) for p in figures],
@@ -157,6 +166,7 @@ def run_eval(settings: EvalSettings) -> dict[str, Any]:
     finally:
         run.close()
     _print_table(protocol, results)
+    print_comparisons(comparisons)
     log(f"results in {run.path}", settings.quiet)
     return run.metrics
 

@@ -33,6 +33,7 @@ from tempo_cli.evaluate.batchnorm import (
 )
 from tempo_cli.evaluate.config import ProbeConfig
 from tempo_cli.evaluate.linear_probe import init_head, run_generator
+from tempo_cli.evaluate.predictions import Predictions
 from tempo_cli.evaluate.protocol import EvalProtocol, Task
 from tempo_cli.evaluate.results import CurveResult, steps_tensor
 from tempo_cli.settings.evaluate import EvalSemisupSettings
@@ -83,18 +84,28 @@ class _TestPass:
 
 
 @torch.no_grad()
-def _accuracy(model: nn.Module, test: Images, device: torch.device, how: _TestPass) -> float:
-    """Test accuracy of `model` (in train mode while testing when the mode says so)."""
+def _predict(model: nn.Module, test: Images, device: torch.device, how: _TestPass) -> Tensor:
+    """(M,) the classes `model` predicts for the images of `test`, in their order (in
+    train mode while testing when the mode says so)."""
     from tempo_cli.data.transforms import normalize_uint8
 
     was_training = model.training
     model.train(how.mode.test_in_train_mode)
-    correct = 0
+    pred = torch.empty(len(test), dtype=torch.long)
     for idx in how.mode.test_blocks(len(test), how.batches, how.g):
-        pred = model(normalize_uint8(test.images[idx].to(device))).argmax(dim=1).cpu()
-        correct += int((pred == test.labels[idx]).sum())
+        pred[idx] = model(normalize_uint8(test.images[idx].to(device))).argmax(dim=1).cpu()
     model.train(was_training)
-    return correct / len(test)
+    return pred
+
+
+def _share(pred: Tensor, test: Images) -> float:
+    """The accuracy of predictions `pred` (M,) on `test`."""
+    return int((pred == test.labels).sum()) / len(test)
+
+
+def _accuracy(model: nn.Module, test: Images, device: torch.device, how: _TestPass) -> float:
+    """Test accuracy of `model` (in train mode while testing when the mode says so)."""
+    return _share(_predict(model, test, device, how), test)
 
 
 def _fresh_classifier(
@@ -154,9 +165,9 @@ class _Finetuning:
     log: StepLogger
     stop: StopRequest
 
-    def run(self, r: int) -> tuple[Tensor, nn.Module, float | None]:
-        """Run r: its test accuracies (S,) at `steps`, its fine-tuned model and its final
-        accuracy on `val` (None without val).
+    def run(self, r: int) -> tuple[Tensor, nn.Module, float | None, Predictions]:
+        """Run r: its test accuracies (S,) at `steps`, its fine-tuned model, its final
+        accuracy on `val` (None without val) and its final per-image predictions.
 
         The run's generator draws its first shuffled pass, then the head, then each
         later pass (as a shuffled DataLoader). Loss steps continue across runs.
@@ -170,7 +181,8 @@ class _Finetuning:
         opt = torch.optim.SGD(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         how = self.scoring.test_pass(test_generator(c.seed, r))
         acc = torch.zeros(len(self.steps))
-        acc[0] = _accuracy(model, d.test, self.device, how)
+        pred = _predict(model, d.test, self.device, how)
+        acc[0] = _share(pred, d.test)
         col, pos, n = 1, 0, len(train)
         for it in range(1, c.iterations + 1):
             if pos >= n:  # a new pass: reshuffle
@@ -178,7 +190,8 @@ class _Finetuning:
             loss = _train_step(model, opt, train, order[pos : pos + c.batch_size], self.device)
             pos += c.batch_size
             if col < len(self.steps) and it == int(self.steps[col]):
-                acc[col] = _accuracy(model, d.test, self.device, how)
+                pred = _predict(model, d.test, self.device, how)
+                acc[col] = _share(pred, d.test)
                 col += 1
             if self.log.add(r * c.iterations + it, loss):
                 self.log.flush(NONFINITE_HINT)
@@ -189,11 +202,13 @@ class _Finetuning:
                     "fine-tuning stopped (results of finished splits are in metrics.json)"
                 )
         self.log.flush(NONFINITE_HINT)
-        val = None
+        val, kept = None, Predictions(pred.view(1, -1), d.test.labels)
         if d.val is not None:  # scored like test, with a generator of its own
             how = self.scoring.test_pass(test_generator(c.seed + 1, r))
-            val = _accuracy(model, d.val, self.device, how)
-        return acc, model, val
+            val_pred = _predict(model, d.val, self.device, how)
+            val = _share(val_pred, d.val)
+            kept.val, kept.val_labels = val_pred.view(1, -1), d.val.labels
+        return acc, model, val, kept
 
 
 @dataclass
@@ -253,8 +268,10 @@ def finetune_curves(
         StepLogger(None, total=total, description=description, quiet=quiet, every=every) as log,
     ):
         job = _Finetuning(data, config, steps, dev, scoring, log, stop)
+        kept = []
         for r in range(config.runs):
-            acc[r], model, on_val = job.run(r)
+            acc[r], model, on_val, preds = job.run(r)
+            kept.append(preds)
             final = float(acc[r, -1]) if on_val is None else on_val
             val_acc[r] = final
             if best is None or final > best.final:
@@ -280,6 +297,16 @@ def finetune_curves(
         },
         lr=config.lr,
         val_accuracy=None if val is None else val_acc,
+        predictions=_stack(kept),
+    )
+
+
+def _stack(runs: list[Predictions]) -> Predictions:
+    """The runs' predictions (1, M) each as one (R, M)."""
+    vals = [p.val for p in runs if p.val is not None]
+    val = torch.cat(vals) if len(vals) == len(runs) else None
+    return Predictions(
+        torch.cat([p.test for p in runs]), runs[0].test_labels, val, runs[0].val_labels
     )
 
 

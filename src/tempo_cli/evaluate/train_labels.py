@@ -71,7 +71,8 @@ class TrainingLabels:
         """`for_run` of runs first .. first + runs - 1 (None: the whole split)."""
         if self.subsets is None:
             return None
-        return [self.for_run(r) for r in range(first, first + runs)]  # type: ignore[misc]
+        subsets = self.subsets
+        return [subsets[r] if self.resampled else subsets[0] for r in range(first, first + runs)]
 
     def describe(self) -> dict[str, Any]:
         """metrics.json keys: where the labels came from."""

@@ -96,11 +96,11 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
             raise TempoError(hint)
         try:
             _download(url, path)
-        except Exception as e:  # noqa: BLE001 - any network/IO failure means the same to users
+        except Exception as e:  # any network/IO failure means the same to users
             raise TempoError(f"{hint} [download failed: {type(e).__name__}: {e}]") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise TempoError(
             f"cannot read ImageNet weight file {path} ({type(e).__name__}); delete it and "
             f"download {url} again, or use --init random"

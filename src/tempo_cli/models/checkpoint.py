@@ -15,7 +15,8 @@ Product format (`save_checkpoint`, one `torch.save` file, loadable with weights_
 Files written before `image_size` existed lack the key and load with `image_size=None`.
 
 `load_model(spec)` also reads the reference, torchvision and detectron2 formats
-(`models/foreign_formats.py`) and the words "random" and "imagenet". The architecture is
+(`models/foreign_formats.py`), `.safetensors` files and model folders
+(`models/safetensors_format.py`) and the words "random" and "imagenet". The architecture is
 inferred from the weights; the `arch` argument only matters for "random" and "imagenet".
 Content ids for caches are in `models/content_id.py`.
 """
@@ -38,10 +39,12 @@ from tempo_cli.models.foreign_formats import (
     CheckpointParts,
     parse_foreign,
     read_checkpoint_file,
+    split_state,
     strip_wrappers,
 )
 from tempo_cli.models.from_state import backbone_from_state, head_from_state, linear_from_state
 from tempo_cli.models.projection_head import ProjectionHead
+from tempo_cli.models.safetensors_format import SafetensorsFile, read_model_folder
 
 FORMAT = "tempo-checkpoint"
 VERSION = 1
@@ -62,7 +65,8 @@ class LoadedModel:
     head: ProjectionHead | None = None
     linear: nn.Linear | None = None
     class_names: list[str] | None = None
-    source_format: str = "product"  # product|reference|torchvision|detectron2|random|imagenet
+    # product|reference|torchvision|detectron2|safetensors|folder|random|imagenet
+    source_format: str = "product"
     meta: dict[str, Any] = field(default_factory=dict)
     training_state: dict[str, Any] | None = None
     path: Path | None = None
@@ -137,9 +141,10 @@ def save_checkpoint(
 
 
 def resolve_spec(spec: str | Path) -> Path:
-    """`--path` value -> an existing file (the path, else a name in the model dir)."""
+    """`--path` value -> an existing file or model folder (the path, else a name in the
+    model dir)."""
     p = places.resolve_checkpoint(spec)
-    if not p.is_file():
+    if not (p.is_file() or p.is_dir()):
         where = f"{Path(spec).expanduser()} or {places.model_dir() / str(spec)}"
         raise TempoError(
             f"checkpoint {spec!s} not found (looked at {where}); give an existing file, "
@@ -150,6 +155,8 @@ def resolve_spec(spec: str | Path) -> Path:
 
 def _parse(obj: Any, path: Path) -> CheckpointParts:
     """What the file held -> parts (the product format here, the others in foreign_formats)."""
+    if isinstance(obj, SafetensorsFile):
+        return _safetensors_parts(obj, path, "safetensors")
     if not (isinstance(obj, dict) and obj.get("format") == FORMAT):
         return parse_foreign(obj, path)
     return CheckpointParts(
@@ -162,6 +169,30 @@ def _parse(obj: Any, path: Path) -> CheckpointParts:
         training_state=obj.get("training_state"),
         image_size=obj.get("image_size"),
     )
+
+
+def _safetensors_parts(st: SafetensorsFile, path: Path, fmt: str) -> CheckpointParts:
+    """A safetensors file's tensors sorted by role, its header's record kept."""
+    parts = split_state(dict(st.tensors), path)
+    parts.fmt = fmt
+    parts.meta = st.meta()
+    parts.image_size = st.image_size()
+    return parts
+
+
+def _folder_parts(path: Path) -> CheckpointParts:
+    """A model folder's parts; TempoError when config.json names an architecture that
+    tempo does not build (its weights are then checked against it in `load_model`)."""
+    st, config = read_model_folder(path)
+    arch = str(config["architecture"]).split(".")[0]  # timm's `resnet18.a1_in1k` -> resnet18
+    if arch not in FEATURE_DIM:
+        raise TempoError(
+            f"cannot load checkpoint {path}: config.json's architecture {arch} is not one "
+            f"tempo builds ({', '.join(FEATURE_DIM)})"
+        )
+    parts = _safetensors_parts(st, path, "folder")
+    parts.meta["config_architecture"] = arch
+    return parts
 
 
 def _build(parts: CheckpointParts, path: Path) -> LoadedModel:
@@ -226,6 +257,15 @@ def load_model(
             name=str(spec),
         )
     path = resolve_spec(spec)
+    if path.is_dir():
+        model = _build(_folder_parts(path), path)
+        named = model.meta.pop("config_architecture")
+        if named != model.arch:
+            raise TempoError(
+                f"cannot load checkpoint {path}: config.json says {named}, but "
+                f"model.safetensors holds {model.arch} weights; export the folder again"
+            )
+        return model
     obj, kind = read_checkpoint_file(path, map_location)
     parts = _parse(obj, path)
     if kind == "detectron2":

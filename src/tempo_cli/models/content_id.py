@@ -15,6 +15,7 @@ import torch
 from tempo_cli import places
 from tempo_cli.models.backbones import check_arch, imagenet_weight_path
 from tempo_cli.models.checkpoint import DEFAULT_ARCH, resolve_spec
+from tempo_cli.models.safetensors_format import folder_weights
 
 _SHA256_MEMO: dict[tuple[str, int, int], str] = {}
 
@@ -36,11 +37,15 @@ def checkpoint_id(spec: str | Path, arch: str | None = None) -> str:
     """A short content id for caches: the sha256 of the file (first 16 hex digits).
 
     "imagenet" -> `imagenet-<arch>-<weight file name>`; "random" ->
-    `random-<arch>-seed<torch.initial_seed()>` (random weights depend on the seed).
+    `random-<arch>-seed<torch.initial_seed()>` (random weights depend on the seed). A model
+    folder's id is that of its model.safetensors.
     """
     if places.is_named_baseline(spec):
         a = check_arch(arch or DEFAULT_ARCH)
         if str(spec) == "imagenet":
             return f"imagenet-{a}-{imagenet_weight_path(a).stem}"
         return f"random-{a}-seed{torch.initial_seed()}"
-    return file_sha256(resolve_spec(spec))[:16]
+    path = resolve_spec(spec)
+    if path.is_dir():  # a model folder: its weights (config.json and the card say no more)
+        path = folder_weights(path)
+    return file_sha256(path)[:16]

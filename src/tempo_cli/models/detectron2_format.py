@@ -186,7 +186,7 @@ def load_detectron2_pkl(path: str | Path) -> dict[str, Any]:
             f"refused to load {path}: {e} (a detectron2 .pkl may hold only dicts, lists, "
             "numbers, strings and numpy arrays)"
         ) from None
-    except Exception as e:  # noqa: BLE001 - truncated/garbled files raise all kinds
+    except Exception as e:  # truncated/garbled files raise all kinds
         raise TempoError(
             f"cannot read {path}: not a complete pickle ({type(e).__name__}: {e}); "
             "the file may be truncated, download or export it again"

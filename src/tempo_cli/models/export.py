@@ -1,4 +1,5 @@
-"""`tempo export`: write any checkpoint tempo loads as a torchvision, detectron2 or reference file.
+"""`tempo export`: write any checkpoint tempo loads as a torchvision, detectron2, reference,
+safetensors file or a model folder.
 
 Formats are `ExportFormat` objects in `FORMATS` (the names `ExportSettings.format` accepts):
 
@@ -14,6 +15,9 @@ Formats are `ExportFormat` objects in `FORMATS` (the names `ExportSettings.forma
   bn1, `backbone.4..7.*` layer1..4) and `linear = nn.Linear(d, C)` (d = 512 for ResNet-18/34,
   2048 for ResNet-50), so the reference's linear, semi-supervised and relevance code loads
   it with `strict=True`. It needs a linear head (`tempo eval linear --save-model` makes one).
+- safetensors, folder: the backbone for timm, torchvision and the Hugging Face Hub, with
+  metadata and (folder) a model card; `export_safetensors.py`. `--study runs/NAME --arm
+  ARM` adds what the study measured of that arm (and gives the arm's model as `--path`).
 All are written atomically. `runs/<name>/` gets config.json and metrics.json.
 """
 
@@ -28,9 +32,11 @@ import torch
 from torch import nn
 
 from tempo_cli import atomic
-from tempo_cli.errors import TempoError
+from tempo_cli.errors import TempoError, UsageError
+from tempo_cli.models import export_safetensors as st
 from tempo_cli.models.checkpoint import LoadedModel, load_model
 from tempo_cli.models.detectron2_format import save_detectron2_pkl
+from tempo_cli.models.study_evaluation import read_arm
 from tempo_cli.report.progress import log
 from tempo_cli.report.run_dir import RunDir
 from tempo_cli.settings.export import ExportSettings
@@ -51,14 +57,19 @@ class ExportFormat(ABC):
     name: str
     needs_linear: bool = False
     writes_linear: bool = False
+    takes_study: bool = False  # records a study arm's evaluation (--study --arm)
+
+    def check_out(self, out: Path) -> None:
+        """Refuse an `--out` this format cannot write (UsageError), before any work."""
+        return None  # any file name will do for the torch and pickle formats
 
     @abstractmethod
-    def write(self, model: LoadedModel, out: Path) -> Path:
+    def write(self, model: LoadedModel, out: Path, source: st.ExportSource) -> Path:
         """Write `model` in this format to `out`; returns the path written."""
 
 
 class TorchvisionFormat(ExportFormat):
-    def write(self, model: LoadedModel, out: Path) -> Path:
+    def write(self, model: LoadedModel, out: Path, source: st.ExportSource) -> Path:
         full = _cpu(model.backbone.state_dict())
         if model.linear is not None:
             full.update(_cpu(model.linear.state_dict(), "fc."))
@@ -67,7 +78,7 @@ class TorchvisionFormat(ExportFormat):
 
 
 class Detectron2Format(ExportFormat):
-    def write(self, model: LoadedModel, out: Path) -> Path:
+    def write(self, model: LoadedModel, out: Path, source: st.ExportSource) -> Path:
         return save_detectron2_pkl(out, model.backbone.state_dict())
 
 
@@ -95,9 +106,25 @@ def reference_state(model: LoadedModel) -> dict[str, torch.Tensor]:
 
 
 class ReferenceFormat(ExportFormat):
-    def write(self, model: LoadedModel, out: Path) -> Path:
+    def write(self, model: LoadedModel, out: Path, source: st.ExportSource) -> Path:
         atomic.torch_save(reference_state(model), out)
         return out
+
+
+class SafetensorsFormat(ExportFormat):
+    def check_out(self, out: Path) -> None:
+        st.check_safetensors_out(out)
+
+    def write(self, model: LoadedModel, out: Path, source: st.ExportSource) -> Path:
+        return st.write_safetensors_file(model, out, source)
+
+
+class FolderFormat(ExportFormat):
+    def check_out(self, out: Path) -> None:
+        st.check_folder_out(out)
+
+    def write(self, model: LoadedModel, out: Path, source: st.ExportSource) -> Path:
+        return st.write_folder(model, out, source)
 
 
 FORMATS: dict[str, ExportFormat] = {
@@ -106,6 +133,8 @@ FORMATS: dict[str, ExportFormat] = {
         TorchvisionFormat("torchvision", writes_linear=True),
         Detectron2Format("detectron2"),
         ReferenceFormat("reference", needs_linear=True, writes_linear=True),
+        SafetensorsFormat("safetensors", takes_study=True),
+        FolderFormat("folder", takes_study=True),
     )
 }
 
@@ -118,21 +147,48 @@ def no_linear_head(spec: str, fmt: str) -> str:
     )
 
 
+def _source(settings: ExportSettings, fmt: ExportFormat) -> tuple[str, str, Any]:
+    """(--path, backbone, the study arm's evaluation or None) after checking the options."""
+    if (settings.study is None) != (settings.arm is None):
+        given = "--study" if settings.study is not None else "--arm"
+        value = settings.study if settings.study is not None else settings.arm
+        raise UsageError(given, value, "--study and --arm go together")
+    evaluation = None
+    if settings.study is not None and settings.arm is not None:
+        if not fmt.takes_study:
+            raise UsageError("--study", settings.study, "only with --format safetensors or folder")
+        evaluation = read_arm(settings.study, settings.arm)
+    path = settings.path
+    if path is None:
+        if evaluation is None:
+            raise UsageError("--path", None, "a checkpoint (or --study with --arm)")
+        path = evaluation.model_path
+    backbone = evaluation.backbone if evaluation and not settings.path else settings.backbone
+    return path, backbone, evaluation
+
+
 def run(settings: ExportSettings) -> dict[str, Any]:
     """Load `settings.path`, write `settings.out` in `settings.format`; returns the record."""
+    from tempo_cli.models.content_id import checkpoint_id
+
     fmt = FORMATS[settings.format]
-    model = load_model(settings.path, settings.backbone)
+    fmt.check_out(Path(settings.out))
+    path, backbone, evaluation = _source(settings, fmt)
+    model = load_model(path, backbone)
     if fmt.needs_linear and model.linear is None:
-        raise TempoError(no_linear_head(str(settings.path), fmt.name))
-    out = fmt.write(model, Path(settings.out))
+        raise TempoError(no_linear_head(path, fmt.name))
+    source = st.ExportSource(path, checkpoint_id(path, backbone), evaluation)
+    out = fmt.write(model, Path(settings.out), source)
     record = {
-        "checkpoint": str(settings.path),
+        "checkpoint": path,
         "source_format": model.source_format,
         "arch": model.arch,
         "format": fmt.name,
         "out": str(out),
         "linear_head": model.linear is not None and fmt.writes_linear,
     }
+    if evaluation is not None:
+        record.update(study=evaluation.study, arm=evaluation.arm)
     if model.linear is not None and fmt.writes_linear:
         record["classes"] = model.linear.out_features
     with RunDir(settings) as run_dir:

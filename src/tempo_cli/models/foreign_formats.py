@@ -31,6 +31,7 @@ import torch
 
 from tempo_cli.errors import TempoError
 from tempo_cli.models.detectron2_format import from_detectron2, load_detectron2_state
+from tempo_cli.models.safetensors_format import SUFFIX, looks_like_safetensors, read_safetensors
 
 # Reference `nn.Sequential(*list(resnet.children())[:-1])` index -> torchvision name.
 _SEQ_TO_TV = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
@@ -80,10 +81,12 @@ def _sub(state: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 
 def read_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -> tuple[Any, str]:
-    """Load `path` as a torch file (weights_only) or detectron2 pickle -> (object, kind).
+    """Load `path` as safetensors, a torch file (weights_only) or detectron2 pickle.
 
-    kind is "torch" or "detectron2". Raises TempoError naming the file when it is
-    unreadable, empty, truncated, foreign or holds Python objects other than weights.
+    Returns (object, kind): kind "safetensors" (a SafetensorsFile: a `.safetensors` name,
+    or safetensors bytes under any name; never unpickled), "torch" or "detectron2". Raises
+    TempoError naming the file when it is unreadable, empty, truncated, foreign or holds
+    Python objects other than weights.
     """
     try:
         with open(path, "rb") as f:
@@ -92,6 +95,8 @@ def read_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -
         raise TempoError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     if not magic:
         raise TempoError(f"checkpoint {path} is empty; download or save it again")
+    if path.suffix.lower() == SUFFIX or looks_like_safetensors(path):
+        return read_safetensors(path), "safetensors"
     is_zip = magic.startswith(b"PK")  # torch >= 1.6 files are zip archives
     if path.suffix.lower() == ".pkl" and not is_zip:
         return load_detectron2_state(path), "detectron2"
@@ -100,7 +105,7 @@ def read_checkpoint_file(path: Path, map_location: str | torch.device = "cpu") -
             # foreign pickles make torch warn about their protocol; our error line says it all
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True), "torch"
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
+    except Exception as e:  # torch raises many kinds for bad files
         torch_error = e
     if not is_zip:
         # A pickle that is not a torch file: maybe a detectron2 .pkl with another suffix.

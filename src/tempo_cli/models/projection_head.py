@@ -27,7 +27,7 @@ class ProjectionHead(nn.Sequential):
         )
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden_dim, out_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102 - (N, in) -> (N, out)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in) -> (N, out)
         return super().forward(x)
 
 

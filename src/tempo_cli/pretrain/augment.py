@@ -24,7 +24,7 @@ crop and blur (cheap at these sizes) loop over the images.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -38,13 +38,15 @@ _RATIO = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's aspect ratios
 _CROP_TRIES = 10  # as torchvision's RandomResizedCrop, then the whole image
 #: The side of the paper's crops: the blur sigma range is given at this size.
 PAPER_SIDE = 224
+#: The Barlow Twins paper's smallest crop (8% of the area): `--crop-scale`'s default.
+PAPER_CROP_SCALE = 0.08
 
 
 @dataclass(frozen=True)
 class ViewRecipe:
-    """How one view is augmented; a probability of 0 skips that op."""
+    """How one view is augmented; a probability of 0 skips that op. The crop's area range
+    is the run's (`--crop-scale`), not the recipe's."""
 
-    crop_scale: tuple[float, float] = (0.08, 1.0)
     flip_p: float = 0.5
     jitter_p: float = 0.0
     brightness: float = 0.4
@@ -134,8 +136,15 @@ def crop_boxes(n: int, side: int, scale: tuple[float, float], g: torch.Generator
     return torch.stack([top, left, h, w], 1)
 
 
-def draw_view(recipe: ViewRecipe, n: int, side: int, g: torch.Generator) -> ViewParams:
-    """Draw one view's parameters for n images of side x side pixels, each its own."""
+def draw_view(
+    recipe: ViewRecipe,
+    n: int,
+    side: int,
+    g: torch.Generator,
+    crop_scale: float = PAPER_CROP_SCALE,
+) -> ViewParams:
+    """Draw one view's parameters for n images of side x side pixels, each its own; crops
+    of `crop_scale` to all of the image's area."""
     b, c, s, h = recipe.brightness, recipe.contrast, recipe.saturation, recipe.hue
     factors = torch.stack(
         [
@@ -147,7 +156,7 @@ def draw_view(recipe: ViewRecipe, n: int, side: int, g: torch.Generator) -> View
         1,
     )
     return ViewParams(
-        boxes=crop_boxes(n, side, recipe.crop_scale, g),
+        boxes=crop_boxes(n, side, (crop_scale, 1.0), g),
         flip=_bernoulli(n, recipe.flip_p, g),
         jitter=_bernoulli(n, recipe.jitter_p, g),
         factors=factors,
@@ -202,22 +211,21 @@ class PairAugmenter:
     device -> float (B, 3, S, S) in [0, 1], each image and each view drawn independently."""
 
     def __init__(
-        self, augment: Augment, seed: int, rank: int = 0, crop_scale: float | None = None
+        self, augment: Augment, seed: int, rank: int = 0, crop_scale: float = PAPER_CROP_SCALE
     ) -> None:
-        """crop_scale: the smallest crop area fraction (None: the recipe's own)."""
+        """crop_scale: the smallest crop area fraction (`--crop-scale`)."""
         if augment.views is None:
             raise ValueError("augment 'none' has no views; feed the batches unchanged")
-        views = augment.views
-        if crop_scale is not None:
-            views = tuple(replace(v, crop_scale=(crop_scale, 1.0)) for v in views)  # type: ignore[assignment]
-        self.views = views
+        self.views = augment.views
         self.seed = seed
         self.rank = rank
+        self.crop_scale = crop_scale
 
     def draw(self, n: int, side: int, epoch: int, batch: int) -> tuple[ViewParams, ViewParams]:
         """Both views' parameters of step (epoch, batch) for n images."""
         g = step_generator(self.seed, epoch, batch, self.rank)
-        return draw_view(self.views[0], n, side, g), draw_view(self.views[1], n, side, g)
+        view_a = draw_view(self.views[0], n, side, g, self.crop_scale)
+        return view_a, draw_view(self.views[1], n, side, g, self.crop_scale)
 
     def __call__(
         self, x_a: torch.Tensor, x_b: torch.Tensor, epoch: int, batch: int

@@ -12,13 +12,50 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
+from tempo_cli.data.pairs import epoch_pairs
+from tempo_cli.data.sequences import FrameStore
 from tempo_cli.data.transforms import normalize
+from tempo_cli.settings.pretrain import PretrainSettings
 
 IndexBatch = tuple[torch.Tensor, torch.Tensor]
 Uint8Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PairSampler:
+    """The pairs of every epoch for one process: `data.pairs.epoch_pairs` of the settings'
+    `--pdf`, `--proximity`, `--seed` and `--pairs` (a pure function of the epoch)."""
+
+    store: FrameStore
+    pdf: str
+    param: float
+    seed: int
+    pairs: str
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def of(
+        cls, s: PretrainSettings, store: FrameStore, rank: int = 0, world_size: int = 1
+    ) -> PairSampler:
+        return cls(store, s.pdf, s.proximity_param(), s.seed, s.pairs, rank, world_size)
+
+    def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anchors (M,), partners (M,)) of `epoch` for this process, global frame indices."""
+        return epoch_pairs(
+            self.store,
+            self.pdf,
+            self.param,
+            self.seed,
+            epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            pairs=self.pairs,
+        )
 
 
 def split_batches(

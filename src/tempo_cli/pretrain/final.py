@@ -63,16 +63,18 @@ class FinalModel:
     image_size: int  # the frame side it was trained at
     meta: dict[str, Any]
 
+    def product(self) -> dict[str, Any]:
+        """The keyword arguments of `models.checkpoint.save_checkpoint` it is saved with."""
+        return {
+            "arch": self.arch,
+            "backbone": self.backbone,
+            "head": self.head,
+            "image_size": self.image_size,
+            "meta": self.meta,
+        }
+
     def save(self, path: Path, **extra: Any) -> None:
-        save_checkpoint(
-            path,
-            arch=self.arch,
-            backbone=self.backbone,
-            head=self.head,
-            image_size=self.image_size,
-            meta=self.meta,
-            **extra,
-        )
+        save_checkpoint(path, **self.product(), **extra)
 
     def evaluate_and_save(
         self,

@@ -1,7 +1,8 @@
 """The Tempo training loop: Barlow Twins on pairs of temporally close frames.
 
 `run(settings)` is the core of `tempo pretrain` (a notebook can call it too):
-frames -> FrameStore (uint8, decoded once), per epoch the pairs of data.pairs.epoch_pairs,
+pretrain.prepare reads what the run starts from and resolves its settings once; then
+frames -> FrameStore (uint8, decoded once), per epoch the pairs of a `PairSampler`,
 per step two uint8 gathers (augmented with `--augment`) normalised in batch on the device,
 backbone + projection head on each frame of the pair, Barlow Twins loss over the (global)
 batch, SGD or AdamW.
@@ -26,31 +27,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from tempo_cli import places
-from tempo_cli.data.datasets import resolve_dataset
-from tempo_cli.data.pairs import epoch_pairs
 from tempo_cli.data.sequences import FrameStore, load_frame_store
-from tempo_cli.errors import Interrupted, TempoError, UsageError
-from tempo_cli.models.backbones import FEATURE_DIM, build_resnet
-from tempo_cli.models.checkpoint import load_model
-from tempo_cli.models.projection_head import ProjectionHead, head_for
+from tempo_cli.errors import Interrupted, TempoError
+from tempo_cli.models.projection_head import ProjectionHead
 from tempo_cli.pretrain import distributed
-from tempo_cli.pretrain.batches import PairBatches, num_batches, split_batches
-from tempo_cli.pretrain.final import FinalModel, final_model_path, labelled_root
-from tempo_cli.pretrain.monitor import MonitorHooks
-from tempo_cli.pretrain.state import (
-    KIND,
-    Position,
-    load_resume,
-    restore_training,
-    resumed_settings,
-)
+from tempo_cli.pretrain.batches import PairBatches, PairSampler, num_batches, split_batches
+from tempo_cli.pretrain.final import FinalModel, final_model_path
+from tempo_cli.pretrain.monitor import MonitorHooks, MonitorSetup
+from tempo_cli.pretrain.prepare import Prepared, StartWeights, prepare
+from tempo_cli.pretrain.state import KIND, Position, restore_training
 from tempo_cli.pretrain.step import TwinModel, TwinStep
 from tempo_cli.report.progress import log
-from tempo_cli.report.run_dir import RunDir
-from tempo_cli.runtime import seed_everything
 from tempo_cli.settings.pretrain import PretrainSettings
-from tempo_cli.training.resume import settings_with
 from tempo_cli.training.state import TrainingState, save_state
 from tempo_cli.training.step_log import (
     StepLogger,
@@ -87,9 +75,61 @@ def train(settings: PretrainSettings) -> PretrainResult:
     """`run`, returning the trained modules as well (for tests and notebooks)."""
     dinfo, device = distributed.setup(settings.device)
     try:
-        return _Trainer(settings, dinfo, device).fit()
+        prep = prepare(settings, dinfo)
+        pos = Position()
+        try:
+            if not prep.settings.baseline:
+                pos = _Trainer(prep, dinfo, device).fit()
+            final = _finish(prep, pos, dinfo, device)
+        finally:
+            prep.rundir.close()
+        start, rundir = prep.start, prep.rundir
+        return PretrainResult(
+            rundir.metrics, start.arch, start.backbone, start.head, rundir.path, final, dinfo.rank
+        )
     finally:
         dinfo.close()
+
+
+def final_model(s: PretrainSettings, start: StartWeights, pos: Position) -> FinalModel:
+    """The weights trained so far (they are `start`'s modules) with the run's meta."""
+    meta = {"settings": s.to_json_dict(), "epoch": pos.epoch, "step": pos.step}
+    meta["epochs"] = pos.epochs
+    return FinalModel(start.arch, start.backbone, start.head, s.image_size, meta)
+
+
+def _finish(
+    prep: Prepared, pos: Position, dinfo: distributed.DistInfo, device: torch.device
+) -> Path | None:
+    """Save the final model; `--eval`: linear evaluation, then save it with its head."""
+    if not dinfo.is_main:
+        return None
+    s, rundir = prep.settings, prep.rundir
+    path = final_model_path(s.save_model, rundir.path)
+    model = final_model(s, prep.start, pos)
+    model.save(path)
+    if not rundir.metrics.get("epochs"):
+        rundir.update_metrics(epochs=pos.epochs)
+    rundir.update_metrics(checkpoint=str(path), steps=pos.step)
+    log(f"model saved: {path}", prep.quiet)
+    if prep.eval_root is not None:
+        record = model.evaluate_and_save(path, prep.eval_root, s, device, prep.quiet)
+        rundir.update_metrics(linear_eval=record)
+    return path
+
+
+def _load_frames(
+    data_path: Path, image_size: int, dinfo: distributed.DistInfo, quiet: bool
+) -> FrameStore:
+    """The frames at `image_size`: rank 0 decodes (and caches) first, the others then read
+    the cache."""
+    store = None
+    if dinfo.is_main:
+        store = load_frame_store(data_path, image_size, quiet=quiet)
+    dinfo.barrier()
+    if store is None:
+        store = load_frame_store(data_path, image_size, quiet=True)
+    return store
 
 
 def _epoch_record(pos: Position, pps: float) -> dict[str, Any]:
@@ -103,145 +143,50 @@ def _epoch_record(pos: Position, pps: float) -> dict[str, Any]:
 
 
 class _Trainer:
-    """One pre-training run (one process of a distributed job)."""
+    """One pre-training run's training (one process of a distributed job): built from the
+    prepared run (final settings, starting weights, run folder), then `fit`."""
 
-    def __init__(
-        self, settings: PretrainSettings, dinfo: distributed.DistInfo, device: torch.device
-    ) -> None:
-        self.dinfo = dinfo
-        self.device = device
-        self.quiet = settings.quiet or not dinfo.is_main
-        self.resume_state: TrainingState | None = None
-        self.resumed = None
-        if settings.resume is not None:
-            path = Path(settings.resume).expanduser()
-            self.resume_state = load_resume(path)
-            self.resumed = load_model(path)
-            settings = resumed_settings(settings, self.resume_state)
-        self.settings = settings
-        w = dinfo.world_size
-        if settings.batch_size % w or settings.batch_size // w < 2:
-            raise UsageError(
-                "--batch-size",
-                settings.batch_size,
-                f"a multiple of the number of processes ({w}) with >= 2 pairs per process",
-            )
-        self.per_rank = settings.batch_size // w
-
-    # --- setup -----------------------------------------------------------------------
-
-    def _run_dir(self) -> RunDir:
-        s = self.settings
-        root = None
-        if self.resume_state is not None and "name" not in s.model_fields_set:
-            root = Path(self.resume_state.payload["run_dir"])
-        rundir = RunDir(s, root=root, enabled=self.dinfo.is_main)
-        if s.name != rundir.path.name:
-            self.settings = settings_with(s, name=rundir.path.name)
-        return rundir
-
-    def _build_model(self) -> tuple[str, nn.Module, ProjectionHead, int | None]:
-        """(arch, backbone, head, the input size the starting weights record or None)."""
-        s = self.settings
-        if self.resumed is not None:
-            if self.resumed.head is None:
-                raise TempoError(f"{s.resume} holds no projection head; cannot resume it")
-            r = self.resumed
-            return r.arch, r.backbone, r.head, r.image_size
-        if places.is_named_baseline(s.init):
-            return s.backbone, build_resnet(s.backbone, s.init), head_for(s.backbone), None
-        loaded = load_model(s.init, arch=s.backbone)
-        if loaded.arch != s.backbone:
-            log(f"--init {s.init} is a {loaded.arch}; training {loaded.arch}", self.quiet)
-        head = loaded.head
-        if head is None or head.in_dim != FEATURE_DIM[loaded.arch]:
-            head = head_for(loaded.arch)
-        return loaded.arch, loaded.backbone, head, loaded.image_size
-
-    def _settle(self, arch: str, recorded: int | None) -> PretrainSettings:
-        """The settings as trained: the starting weights' arch, a number for `--image-size
-        auto` (the size they record, else the default); warns on an explicit other size."""
-        s = self.settings
-        what = f"--init {s.init}" if self.resumed is None else str(s.resume)
-        warning = s.image_size_warning(recorded, what)
-        if warning:
-            log(f"warning: {warning}", not self.dinfo.is_main)
-        self.settings = settings_with(s, backbone=arch, image_size=s.resolved_image_size(recorded))
-        return self.settings
-
-    def _load_frames(self, data_path: Path) -> FrameStore:
-        # Rank 0 decodes (and caches) first; the others then read the cache.
-        store = None
-        if self.dinfo.is_main:
-            store = load_frame_store(data_path, self.settings.image_size, quiet=self.quiet)
-        self.dinfo.barrier()
-        if store is None:
-            store = load_frame_store(data_path, self.settings.image_size, quiet=True)
-        return store
-
-    # --- the run ---------------------------------------------------------------------
-
-    def fit(self) -> PretrainResult:
-        s = self.settings
-        data_path = resolve_dataset(s.data) if self.dinfo.is_main else None
-        self.dinfo.barrier()  # `demo` is generated by rank 0 only
-        if data_path is None:
-            data_path = resolve_dataset(s.data)
-        eval_root = labelled_root(data_path) if s.eval else None
-        rundir = self._run_dir()
-        s = self.settings
-        seed_everything(s.seed)
-        arch, backbone, head, recorded = self._build_model()
-        s = self._settle(arch, recorded)
-        rundir.save_config(s)
-        self.arch, self.backbone, self.head, self.rundir = arch, backbone, head, rundir
-        self.last_path = rundir.path / "last.pt"
-        pos = Position()
-        try:
-            if not s.baseline:
-                pos = self._train_loop(data_path)
-            final = self._finish(pos, eval_root)
-        finally:
-            rundir.close()
-        return PretrainResult(
-            rundir.metrics, arch, backbone, head, rundir.path, final, self.dinfo.rank
-        )
-
-    def _train_loop(self, data_path: Path) -> Position:
-        """build -> restore -> per epoch: steps, then epoch record and last.pt."""
-        s = self.settings
-        store = self._load_frames(data_path)
-        self.step = TwinStep(TwinModel(self.backbone, self.head), s, self.dinfo, self.device)
+    def __init__(self, prep: Prepared, dinfo: distributed.DistInfo, device: torch.device) -> None:
+        s = self.settings = prep.settings
+        self.dinfo, self.device, self.quiet, self.rundir = dinfo, device, prep.quiet, prep.rundir
+        self.start = prep.start
+        self.per_rank = s.batch_size // dinfo.world_size
+        self.last_path = prep.rundir.path / "last.pt"
+        self.store = _load_frames(prep.data_path, s.image_size, dinfo, self.quiet)
+        twin = TwinModel(prep.start.backbone, prep.start.head)
+        self.step = TwinStep(twin, s, dinfo, device)
         self.rundir.update_metrics(precision=self.step.precision.name)  # what auto became
-        pos = restore_training(
-            self.resume_state, s, self.step.opt, self.step.scaler, self.dinfo.world_size, self.quiet
+        st = prep.resume_state
+        self.pos = restore_training(
+            st, s, self.step.opt, self.step.scaler, dinfo.world_size, self.quiet
         )
-        st = self.resume_state
-        self.hooks = MonitorHooks.start(
+        setup = MonitorSetup(
             s,
-            data_path,
-            store,
+            prep.data_path,
+            self.store,
             self.step.twin,
-            self.device,
-            self.dinfo,
-            self.rundir,
-            st.payload.get("monitor_best") if st is not None else None,
-            pos.monitor,
+            device,
+            dinfo,
             self.quiet,
+            saved_best=st.payload.get("monitor_best") if st is not None else None,
+            history=self.pos.monitor,
         )
-        param = s.proximity_param()
-        first, _ = epoch_pairs(
-            store, s.pdf, param, s.seed, 0, self.dinfo.rank, self.dinfo.world_size, s.pairs
-        )
-        n_pairs = self.dinfo.all_min(len(first))  # equal step counts on every rank
-        per_epoch = self.per_epoch = num_batches(n_pairs, self.per_rank)
-        if per_epoch == 0:
-            raise TempoError(f"{data_path} has too few frames for one batch; give more frames")
+        self.hooks = MonitorHooks.start(setup, self.rundir)
+        self.sampler = PairSampler.of(s, self.store, dinfo.rank, dinfo.world_size)
+        # equal step counts on every rank
+        self.n_pairs = dinfo.all_min(len(self.sampler.epoch(0)[0]))
+        self.per_epoch = num_batches(self.n_pairs, self.per_rank)
+        if self.per_epoch == 0:
+            raise TempoError(f"{prep.data_path} has too few frames for one batch; give more frames")
+        self.lr = self.step.opt.param_groups[0]["lr"]
+        self._last_save = time.monotonic()
+
+    def fit(self) -> Position:
+        """per epoch: steps, then the epoch record and last.pt; the final position."""
+        s, pos, per_epoch = self.settings, self.pos, self.per_epoch
         remaining = (s.epochs - pos.epoch) * per_epoch - pos.batch
         if s.max_steps is not None:
             remaining = min(remaining, s.max_steps - pos.step)
-        self.lr = self.step.opt.param_groups[0]["lr"]
-        self._last_save = time.monotonic()
         self.step.model.train()
         steps = StepLogger(
             self.rundir.tensorboard(),
@@ -252,40 +197,30 @@ class _Trainer:
         )
         with StopRequest() as stop, steps:
             while pos.epoch < s.epochs and (s.max_steps is None or pos.step < s.max_steps):
-                stop_now, pps = self._train_epoch(store, pos, n_pairs, stop, steps)
+                stop_now, pps = self._train_epoch(stop, steps)
                 self._sync_buffers()
                 if pos.batch < per_epoch:  # stopped by --max-steps inside the epoch
                     if stop_now:
-                        self._save_last(pos)
-                        raise self._interrupted(stop, pos)
-                    self._end_partial(pos, pps)
+                        self._save_last()
+                        raise self._interrupted(stop)
+                    self._end_partial(pps)
                     break
-                self._end_epoch(pos, pps)
+                self._end_epoch(pps)
                 if stop_now:
-                    raise self._interrupted(stop, pos)
+                    raise self._interrupted(stop)
         return pos
 
-    def _train_epoch(
-        self, store: FrameStore, pos: Position, n_pairs: int, stop: StopRequest, steps: StepLogger
-    ) -> tuple[bool, float]:
+    def _train_epoch(self, stop: StopRequest, steps: StepLogger) -> tuple[bool, float]:
         """The rest of epoch `pos.epoch` (or up to --max-steps) -> (stop asked, pairs/s)."""
-        s, dinfo = self.settings, self.dinfo
-        anchors, partners = epoch_pairs(
-            store,
-            s.pdf,
-            s.proximity_param(),
-            s.seed,
-            pos.epoch,
-            dinfo.rank,
-            dinfo.world_size,
-            s.pairs,
-        )
+        s, dinfo, pos, n_pairs = self.settings, self.dinfo, self.pos, self.n_pairs
+        anchors, partners = self.sampler.epoch(pos.epoch)
         batches = split_batches(
             anchors[:n_pairs], partners[:n_pairs], self.per_rank, start=pos.batch
         )
         if s.max_steps is not None:
             batches = batches[: s.max_steps - pos.step]
-        feeder = PairBatches(store.frames, batches, s.workers, pin=self.device.type == "cuda")
+        pin = self.device.type == "cuda"
+        feeder = PairBatches(self.store.frames, batches, s.workers, pin=pin)
         pairs_done, t0 = 0, time.perf_counter()
         try:
             for xa_u8, xb_u8 in feeder:
@@ -293,26 +228,27 @@ class _Trainer:
                 pos.step += 1
                 pos.batch += 1
                 pairs_done += len(xa_u8) * dinfo.world_size
-                if steps.add(pos.step, loss, lr=self.lr) and self._flush(steps, pos, stop):
+                if steps.add(pos.step, loss, lr=self.lr) and self._flush(steps, stop):
                     self._sync_buffers()
-                    self._save_last(pos)
-                    raise self._interrupted(stop, pos)
+                    self._save_last()
+                    raise self._interrupted(stop)
                 if not steps.pending:
-                    self._maybe_save_periodic(pos)
+                    self._maybe_save_periodic()
                 every = s.monitor_every
                 if every and pos.step % every == 0 and pos.batch < self.per_epoch:
-                    self._monitor_step(pos)
+                    self._monitor_step()
                 rate = pairs_done / max(time.perf_counter() - t0, 1e-9)
                 shown = self.hooks.shown()
                 steps.advance(epoch=f"{pos.epoch + 1}/{s.epochs}", pairs_s=rate, **shown)
-            stop_now = self._flush(steps, pos, stop)
+            stop_now = self._flush(steps, stop)
         finally:
             feeder.close()
         elapsed = time.perf_counter() - t0
         return stop_now, pairs_done / elapsed if elapsed > 0 else 0.0
 
-    def _end_epoch(self, pos: Position, pps: float) -> None:
+    def _end_epoch(self, pps: float) -> None:
         """Record the finished epoch, move the position to the next one, save last.pt."""
+        pos = self.pos
         record = _epoch_record(pos, pps)
         monitored, improved = self.hooks.epoch_end(pos.epoch + 1, pos.step)
         if monitored is not None:
@@ -327,25 +263,25 @@ class _Trainer:
             self.quiet,
         )
         if improved and self.settings.keep == "best":
-            self._save_best(pos)
-        self._save_last(pos)
+            self._save_best()
+        self._save_last()
 
     # --- monitoring ------------------------------------------------------------------
 
-    def _monitor_step(self, pos: Position) -> None:
+    def _monitor_step(self) -> None:
         """`--monitor-every`: measure inside the epoch (all ranks call this)."""
+        pos = self.pos
         record = self.hooks.measure(pos.step)
         if record is not None:
             pos.monitor.append({"step": pos.step, "epoch": pos.epoch + 1, **record})
             self.rundir.update_metrics(monitor_steps=pos.monitor)
 
-    def _save_best(self, pos: Position) -> None:
+    def _save_best(self) -> None:
         """`--keep best`: the weights of the epoch just finished as runs/<name>/best.pt."""
         if not self.dinfo.is_main:
             return
         path = self.rundir.path / "best.pt"
-        s = self.settings
-        FinalModel(self.arch, self.backbone, self.head, s.image_size, self._meta(pos)).save(path)
+        final_model(self.settings, self.start, self.pos).save(path)
         self.rundir.update_metrics(best=self.hooks.best_record(path))
 
     # --- checkpoints -----------------------------------------------------------------
@@ -361,33 +297,36 @@ class _Trainer:
         )
         return nonfinite_error(step, f"{where}; lower --lr (or raise --batch-size) and try again")
 
-    def _interrupted(self, stop: StopRequest, pos: Position) -> Interrupted:
+    def _interrupted(self, stop: StopRequest) -> Interrupted:
+        pos = self.pos
         self.rundir.update_metrics(epochs=pos.epochs, last=str(self.last_path), interrupted=True)
         return Interrupted(
             f"{stop.signal_name or 'stop'} received at step {pos.step} (epoch {pos.epoch + 1}); "
             f"resumable checkpoint saved: continue with `tempo pretrain --resume {self.last_path}`"
         )
 
-    def _flush(self, steps: StepLogger, pos: Position, stop: StopRequest) -> bool:
+    def _flush(self, steps: StepLogger, stop: StopRequest) -> bool:
         """Record the pending losses; True when any rank asked to stop (all ranks call this)."""
         rows = steps.read()
         bad = not all(r.finite for r in rows)
         stop_now, bad = self.dinfo.any_flags(stop.requested, bad)
         if bad:
-            raise self._nonfinite(pos.step)
+            raise self._nonfinite(self.pos.step)
         steps.write(rows)
+        pos = self.pos
         for r in rows:
             pos.epoch_loss_sum += r.loss
             pos.epoch_steps += 1
         return stop_now
 
-    def _maybe_save_periodic(self, pos: Position) -> None:
+    def _maybe_save_periodic(self) -> None:
         """last.pt every --checkpoint-minutes (rank 0; needs no other rank)."""
         if time.monotonic() - self._last_save >= self.settings.checkpoint_minutes * 60:
-            self._save_last(pos)
+            self._save_last()
 
-    def _save_last(self, pos: Position) -> None:
+    def _save_last(self) -> None:
         """Write last.pt atomically (rank 0) unless the weights went non-finite."""
+        pos = self.pos
         self._last_save = time.monotonic()
         if not self.dinfo.is_main:
             return
@@ -405,42 +344,16 @@ class _Trainer:
                 "monitor_best": self.hooks.best.to_dict(),
             },
         )
-        product = {"arch": self.arch, "backbone": self.backbone, "head": self.head}
-        product.update(image_size=self.settings.image_size, meta=self._meta(pos))
-        save_state(self.last_path, state, product=product)
+        save_state(
+            self.last_path, state, product=final_model(self.settings, self.start, pos).product()
+        )
 
-    def _end_partial(self, pos: Position, pps: float) -> None:
+    def _end_partial(self, pps: float) -> None:
         """--max-steps stopped inside an epoch: save a resumable state, report the part."""
-        self._save_last(pos)
+        pos = self.pos
+        self._save_last()
         part = {**_epoch_record(pos, pps), "partial": True}
         self.rundir.update_metrics(epochs=[*pos.epochs, part], last=str(self.last_path))
         log(
             f"stopped at --max-steps {self.settings.max_steps} in epoch {pos.epoch + 1}", self.quiet
         )
-
-    def _meta(self, pos: Position) -> dict[str, Any]:
-        return {
-            "settings": self.settings.to_json_dict(),
-            "epoch": pos.epoch,
-            "step": pos.step,
-            "epochs": pos.epochs,
-        }
-
-    # --- the end ---------------------------------------------------------------------
-
-    def _finish(self, pos: Position, eval_root: Path | None) -> Path | None:
-        """Save the final model; `--eval`: linear evaluation, then save it with its head."""
-        if not self.dinfo.is_main:
-            return None
-        s, rundir = self.settings, self.rundir
-        path = final_model_path(s.save_model, rundir.path)
-        model = FinalModel(self.arch, self.backbone, self.head, s.image_size, self._meta(pos))
-        model.save(path)
-        if not rundir.metrics.get("epochs"):
-            rundir.update_metrics(epochs=pos.epochs)
-        rundir.update_metrics(checkpoint=str(path), steps=pos.step)
-        log(f"model saved: {path}", self.quiet)
-        if eval_root is not None:
-            record = model.evaluate_and_save(path, eval_root, s, self.device, self.quiet)
-            rundir.update_metrics(linear_eval=record)
-        return path

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +32,13 @@ import torch
 
 from tempo_cli.data.datasets import resolve_dataset
 from tempo_cli.data.labelled_data import detect_form, open_labelled
-from tempo_cli.data.pairs import epoch_pairs
 from tempo_cli.data.sequences import FrameStore
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.evaluate.batchnorm import extract_features
 from tempo_cli.evaluate.features import TEST_SPLIT, FeatureRecipe, FeatureSource
+from tempo_cli.evaluate.splits import feature_splits
 from tempo_cli.evaluate.train_labels import resolve_training_labels, selection_split
+from tempo_cli.pretrain.batches import PairSampler
 from tempo_cli.pretrain.distributed import DistInfo
 from tempo_cli.pretrain.final import find_labelled_root
 from tempo_cli.pretrain.label_free import barlow_terms, collapse_warning, feature_std, rankme
@@ -74,6 +75,19 @@ class MonitorPlan:
     def metric(self) -> str | None:
         """The accuracy key of a record (knn, linear), None without labels."""
         return None if self.kind == "none" else self.kind
+
+    @property
+    def val_split(self) -> str | None:
+        """The split the best epoch is chosen on when it is not test (val), else None."""
+        return "val" if self.selected_on == "val" else None
+
+    @property
+    def selection_key(self) -> str:
+        """The record key the best epoch is chosen by: the accuracy on val when there is
+        one (`knn_val`), else on test (`knn`); `rankme` without labels."""
+        if self.metric is None:
+            return "rankme"
+        return f"{self.metric}_val" if self.val_split else self.metric
 
     def describe(self) -> dict[str, Any]:
         """metrics.json's `monitor` entry."""
@@ -148,7 +162,7 @@ class Monitor:
     ) -> None:
         self.plan, self.twin, self.device = plan, twin, device
         self.loss_std, self.seed = s.loss_std, s.seed
-        anchors, partners = epoch_pairs(store, s.pdf, s.proximity_param(), s.seed, 0, 0, 1, s.pairs)
+        anchors, partners = PairSampler.of(s, store).epoch(0)  # all pairs: rank 0 of 1
         g = torch.Generator().manual_seed(s.seed + _PAIR_STREAM)  # never the global RNG
         pick = torch.randperm(len(anchors), generator=g)[: s.monitor_pairs]
         # uint8 (P, 3, S, S) each: the anchors' and partners' frames, fixed for the run
@@ -174,13 +188,7 @@ class Monitor:
 
     def score(self, record: dict[str, Any]) -> float:
         """The number the best epoch is chosen by (higher is better)."""
-        metric = self.plan.metric
-        if metric is None:
-            return float(record["rankme"])
-        return float(record[f"{metric}_val" if self.plan.selected_on == "val" else metric])
-
-    def _others(self) -> tuple[str, ...]:
-        return (TEST_SPLIT,) + (("val",) if self.plan.selected_on == "val" else ())
+        return float(record[self.plan.selection_key])
 
     def _knn(self) -> dict[str, float]:
         from tempo_cli.evaluate.knn import knn_result
@@ -189,10 +197,10 @@ class Monitor:
         k = EvalKnnSettings.model_fields["k"].default
         temperature = EvalKnnSettings.model_fields["temperature"].default
         self.source.refresh()  # the weights changed since the last measurement
-        train, *scored = self.source.sets(self.labels.split, self._others())
-        train = train.take(self.labels.for_run(0))
+        splits = feature_splits(self.source, self.labels.split, self.plan.val_split)
+        train = splits.train.take(self.labels.for_run(0))
         out = {}
-        for fs, key in zip(scored, ("knn", "knn_val"), strict=False):
+        for fs, key in zip(splits.scored(), ("knn", "knn_val"), strict=False):
             res = knn_result(
                 train, fs, checkpoint="monitor", samples_pc=self.plan.samples_pc, k=k,
                 temperature=temperature,
@@ -210,9 +218,9 @@ class Monitor:
             config, runs=LINEAR_RUNS, iterations=LINEAR_ITERATIONS, eval_every=LINEAR_ITERATIONS
         )
         self.source.refresh()
-        val = "val" if self.plan.selected_on == "val" else None
         results = linear_curves(
-            self.source, self.labels, config, checkpoint="monitor", val_split=val,
+            self.source, self.labels, config, checkpoint="monitor",
+            val_split=self.plan.val_split,
             device=self.device,
         )  # fmt: skip
         rec = next(r for r in results if r.selected).record()
@@ -266,6 +274,23 @@ class BestSoFar:
         return cls(int(d["epoch"]), float(d["score"]))
 
 
+@dataclass(frozen=True)
+class MonitorSetup:
+    """What monitoring starts from: the run's (final) settings, its data root and frames,
+    the model watched, where it runs; on resume, last.pt's best epoch so far and the
+    `--monitor-every` records."""
+
+    settings: PretrainSettings
+    data_path: Path
+    store: FrameStore
+    twin: TwinModel
+    device: torch.device
+    dinfo: DistInfo
+    quiet: bool
+    saved_best: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 class MonitorHooks:
     """The training loop's side of monitoring (every rank calls it at the same points):
     rank 0 measures on its own replica, logs `monitor/<key>` to TensorBoard and keeps the
@@ -284,29 +309,19 @@ class MonitorHooks:
         self.last_accuracy: float | None = None
 
     @classmethod
-    def start(
-        cls,
-        s: PretrainSettings,
-        data_path: Path,
-        store: FrameStore,
-        twin: TwinModel,
-        device: torch.device,
-        dinfo: DistInfo,
-        rundir: RunDir,
-        saved_best: dict[str, Any] | None,
-        history: list[dict[str, Any]],
-        quiet: bool,
-    ) -> MonitorHooks:
+    def start(cls, setup: MonitorSetup, rundir: RunDir) -> MonitorHooks:
         """The monitor plan (said in one line), rank 0's Monitor and the best so far
-        (`saved_best`: last.pt's, on resume); metrics.json gets the plan and, on resume,
-        the `--monitor-every` history and the best so far back."""
-        plan = plan_monitor(s, data_path)
-        log(plan.line(), quiet)
+        (`setup.saved_best`: last.pt's, on resume); metrics.json gets the plan and, on
+        resume, the `--monitor-every` history and the best so far back."""
+        s, dinfo = setup.settings, setup.dinfo
+        plan = plan_monitor(s, setup.data_path)
+        log(plan.line(), setup.quiet)
         rundir.update_metrics(monitor=plan.describe())
-        monitor = Monitor(plan, s, twin, store, device) if dinfo.is_main else None
-        hooks = cls(plan, monitor, dinfo, rundir.tensorboard(), BestSoFar.from_dict(saved_best))
-        if history:
-            rundir.update_metrics(monitor_steps=history)
+        monitor = Monitor(plan, s, setup.twin, setup.store, setup.device) if dinfo.is_main else None
+        best = BestSoFar.from_dict(setup.saved_best)
+        hooks = cls(plan, monitor, dinfo, rundir.tensorboard(), best)
+        if setup.history:
+            rundir.update_metrics(monitor_steps=setup.history)
         if hooks.best.epoch > 0 and s.keep == "best":
             rundir.update_metrics(best=hooks.best_record(rundir.path / "best.pt"))
         return hooks
@@ -335,12 +350,9 @@ class MonitorHooks:
 
     def best_record(self, path: Path) -> dict[str, Any]:
         """metrics.json's `best` entry."""
-        metric = self.plan.metric or "rankme"
-        if self.plan.metric is not None and self.plan.selected_on == "val":
-            metric += "_val"
         return {
             **self.best.to_dict(),
-            "metric": metric,
+            "metric": self.plan.selection_key,
             "selected_on": self.plan.selected_on,
             "checkpoint": str(path),
         }

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tempo_cli import places
-from tempo_cli.data.coco import check_layout, load_coco_dataset
+from tempo_cli.data.coco import CocoSplit, check_layout, load_coco_dataset
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.report.progress import log
 from tempo_cli.report.run_dir import RunDir
 from tempo_cli.settings.segment import SegmentSettings
 from tempo_cli.training.resume import merge_resumed_settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from tempo_cli.training.state import TrainingState
 
 #: Fields that describe how this invocation runs, not what is trained: `--resume` never
 #: takes them from the checkpoint.
@@ -77,7 +82,9 @@ def _check(settings: SegmentSettings) -> None:
         raise UsageError("--path", settings.path, "each backbone at most once")
 
 
-def _resumed(settings: SegmentSettings) -> tuple[SegmentSettings, Any, Path | None]:
+def _resumed(
+    settings: SegmentSettings,
+) -> tuple[SegmentSettings, TrainingState | None, Path | None]:
     """`--resume`: (the run's saved settings with the options given now, the engine's
     resume state, the run folder to continue in: the one holding the checkpoint)."""
     from tempo_cli.segment.engines import ENGINES
@@ -88,7 +95,7 @@ def _resumed(settings: SegmentSettings) -> tuple[SegmentSettings, Any, Path | No
     saved, state = ENGINES[settings.engine].restore(ckpt)
     settings = merge_resumed_settings(settings, saved, RUNTIME_FIELDS)
     # Both engines write the same envelope; the payload says which one (none: torchvision).
-    written_by = getattr(state, "payload", {}).get("engine", "torchvision")
+    written_by = state.payload.get("engine", "torchvision")
     if settings.engine != written_by:
         raise UsageError("--engine", settings.engine, f"{written_by}, the engine that wrote {ckpt}")
     run_root = None
@@ -154,15 +161,16 @@ def _one(
     settings: SegmentSettings,
     path: str,
     root: Path,
-    train_split: Any,
-    test_split: Any,
+    train_split: CocoSplit,
+    test_split: CocoSplit,
     run_dir: RunDir,
-    device: Any,
-    resume_state: Any,
+    device: torch.device,
+    resume_state: TrainingState | None,
 ) -> dict[str, Any]:
     """Train and evaluate from one backbone with the chosen engine; returns its record."""
     from tempo_cli.runtime import seed_everything
-    from tempo_cli.segment.engines import ENGINES, SegmentJob
+    from tempo_cli.segment.engines import ENGINES
+    from tempo_cli.segment.loop import SegmentJob
 
     seed_everything(settings.seed)
     job = SegmentJob(settings, path, root, train_split, test_split, run_dir, device)

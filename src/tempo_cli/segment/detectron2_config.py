@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,13 @@ import torch
 from torch import nn
 
 from tempo_cli.errors import TempoError
-from tempo_cli.segment.model import PIXEL_MEAN, PIXEL_STD, sizes
+from tempo_cli.segment.model import DEPTHS, PIXEL_MEAN, PIXEL_STD, sizes
 from tempo_cli.settings.segment import SegmentSettings
 
 CONFIG = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml"
 INSTALL = (
     "pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'"
 )
-DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 
 def require_detectron2() -> None:
@@ -45,12 +44,12 @@ def require_detectron2() -> None:
             # deprecates: a FutureWarning per import, noise around every error message.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            import detectron2  # noqa: F401
-            import detectron2.checkpoint  # noqa: F401
-            import detectron2.config  # noqa: F401
-            import detectron2.data  # noqa: F401
-            import detectron2.evaluation  # noqa: F401
-            import detectron2.modeling  # noqa: F401
+            import detectron2
+            import detectron2.checkpoint
+            import detectron2.config
+            import detectron2.data
+            import detectron2.evaluation
+            import detectron2.modeling
             import detectron2.solver  # noqa: F401
     except ImportError as e:
         raise TempoError(
@@ -83,12 +82,7 @@ class D2Spec:
     frozen_bn: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "arch": self.arch,
-            "num_classes": self.num_classes,
-            "trainable_layers": self.trainable_layers,
-            "frozen_bn": self.frozen_bn,
-        }
+        return asdict(self)
 
 
 def build_config(settings: SegmentSettings, spec: D2Spec, device: torch.device) -> Any:

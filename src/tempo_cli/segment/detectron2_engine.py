@@ -17,78 +17,40 @@ detectron2's own log goes to `runs/<name>/detectron2.log`.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any
 
-from tempo_cli.errors import TempoError
-from tempo_cli.segment.detectron2_config import DEPTHS, D2Spec, require_detectron2
-from tempo_cli.training.state import TrainingState, load_state
-
-if TYPE_CHECKING:
-    from tempo_cli.segment.engines import SegmentJob
-
-KIND = "tempo-segment"  # the same envelope kind as the torchvision engine (segment.train)
-_HINT = "give runs/<name>/last.pt of a segment run; to start from a backbone use --path"
+from tempo_cli.segment.batches import SegmentData
+from tempo_cli.segment.detectron2_config import D2Spec, require_detectron2
+from tempo_cli.segment.loop import Body, SegmentEngine, SegmentJob, SegmentRun
+from tempo_cli.settings.segment import SegmentSettings
 
 
-class Detectron2Engine:
+class Detectron2Engine(SegmentEngine[D2Spec]):
     """`--engine detectron2` (optional dependency)."""
 
     name = "detectron2"
-
-    def available(self) -> bool:
-        try:
-            require_detectron2()
-        except TempoError:
-            return False
-        return True
 
     def require(self) -> None:
         """TempoError (one line: the install command) unless detectron2 imports."""
         require_detectron2()
 
-    def restore(self, resume: Path) -> tuple[dict[str, Any], TrainingState]:
-        """(the run's saved settings, its training state) of `--resume` (last.pt)."""
-        state = load_state(resume, KIND, hint=_HINT)
-        return state.settings, state
+    def new_spec(self, settings: SegmentSettings, body: Body) -> D2Spec:
+        return D2Spec(body.arch, body.num_classes, body.trainable_layers, body.frozen_bn)
 
-    def train(self, job: SegmentJob, resumed: TrainingState | None) -> dict[str, Any]:
-        """Train and evaluate from backbone `job.path` (or continue `resumed`); its record."""
-        from tempo_cli.runtime import seed_everything
-        from tempo_cli.segment.batches import make_data
-        from tempo_cli.segment.core import backbone_state
-        from tempo_cli.segment.detectron2_train import D2Run, detectron2_logs, log_path
-        from tempo_cli.segment.train import auto_freezing
+    def saved_spec(self, settings: SegmentSettings, saved: dict[str, Any]) -> D2Spec:
+        return D2Spec(**saved)
 
-        require_detectron2()
-        settings, path, train_split = job.settings, job.path, job.train_split
-        data = make_data(
-            job.root, train_split, job.test_split, settings.train_images, settings.eval_images
-        )
-        body_state = None
-        if resumed is not None:
-            saved_ids = resumed.payload["category_ids"]
-            if saved_ids != train_split.category_ids:
-                raise TempoError(
-                    f"{settings.resume} was trained on {len(saved_ids)} categories, {job.root} "
-                    f"has {len(train_split.category_ids)}; use the same --data"
-                )
-            spec = D2Spec(**resumed.payload["model_spec"])
-        else:
-            arch, body_state = backbone_state(path, settings.backbone)
-            if arch not in DEPTHS:
-                raise TempoError(f"{path}: a {arch} backbone; Mask R-CNN takes ResNet-18/34/50")
-            trainable, frozen_bn = auto_freezing(settings, path)
-            spec = D2Spec(arch, train_split.num_classes, trainable, frozen_bn)
-            # Seeded again after the backbone is read (`random` draws from the RNG): the FPN
-            # and the heads then start identical for every backbone of a comparison.
-            seed_everything(settings.seed)
-        with detectron2_logs(log_path(job.run_dir)):
-            run = D2Run(settings, data, job.run_dir, job.device, path, spec)
-            run.build(body_state)
-            run.restore(resumed)
-            run.loop()
-            return run.finish()
+    def session(self, job: SegmentJob) -> AbstractContextManager[object]:
+        """detectron2's log records go to runs/<name>/detectron2.log."""
+        from tempo_cli.segment.detectron2_train import detectron2_logs, log_path
+
+        return detectron2_logs(log_path(job.run_dir))
+
+    def make_run(self, job: SegmentJob, data: SegmentData, spec: D2Spec) -> SegmentRun[D2Spec]:
+        from tempo_cli.segment.detectron2_train import D2Run
+
+        return D2Run(job, data, spec)
 
 
 ENGINE = Detectron2Engine()

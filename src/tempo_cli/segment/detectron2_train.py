@@ -1,5 +1,5 @@
 """The detectron2 engine's run: detectron2's model, solver, data mapping and COCOEvaluator
-inside tempo's one training loop (segment.train `_Run`).
+inside tempo's one training loop (segment.loop `SegmentRun`).
 
 What is detectron2's own: `build_model` of the model-zoo config (segment.detectron2_config),
 `build_optimizer` / `build_lr_scheduler` (SGD, no weight decay on norms, linear warm-up,
@@ -34,9 +34,8 @@ from tempo_cli.report.run_dir import RunDir
 from tempo_cli.segment.batches import SegmentData
 from tempo_cli.segment.detectron2_config import D2Spec, build_config, build_model, load_backbone
 from tempo_cli.segment.evaluation import Evaluation
+from tempo_cli.segment.loop import SegmentJob, SegmentRun
 from tempo_cli.segment.model import sizes
-from tempo_cli.segment.train import _Run
-from tempo_cli.settings.segment import SegmentSettings
 from tempo_cli.training.state import TrainingState
 
 _NAMES = itertools.count()  # registered dataset names are unique within the process
@@ -99,21 +98,13 @@ def detectron2_logs(path: Path) -> Iterator[None]:
         handler.close()
 
 
-class D2Run(_Run):
+class D2Run(SegmentRun[D2Spec]):
     """One detectron2 Mask R-CNN training run in tempo's loop."""
 
-    def __init__(
-        self,
-        settings: SegmentSettings,
-        data: SegmentData,
-        run_dir: RunDir,
-        device: torch.device,
-        backbone: str,
-        spec: D2Spec,
-    ) -> None:
-        super().__init__(settings, data, run_dir, device, backbone, spec)  # type: ignore[arg-type]
-        self.log_path = log_path(run_dir)
-        coco = run_dir.path / "coco"
+    def __init__(self, job: SegmentJob, data: SegmentData, spec: D2Spec) -> None:
+        super().__init__(job, data, spec)
+        self.log_path = log_path(job.run_dir)
+        coco = job.run_dir.path / "coco"
         train, test = data.train, data.test
         self.train_name = register_split(data.train_split, train.image_ids, coco / "train.json")
         self.test_name = register_split(data.test_split, test.image_ids, coco / "test.json")
@@ -124,17 +115,14 @@ class D2Run(_Run):
         from detectron2.data import transforms as T
         from detectron2.solver import build_lr_scheduler, build_optimizer
 
-        from tempo_cli.segment.batches import BatchSchedule
-
         s = self.s
-        self.cfg = build_config(s, self.spec, self.device)  # type: ignore[arg-type]
+        self.cfg = build_config(s, self.spec, self.device)
         self.model = build_model(self.cfg)
         if body_state is not None:
             load_backbone(self.model, body_state, self.backbone)
         self.model.train()
         self.optimizer = build_optimizer(self.cfg, self.model)
         self.scheduler = build_lr_scheduler(self.cfg, self.optimizer)
-        self.schedule = BatchSchedule(len(self.data.train), s.batch_size, s.seed, s.augment)
         by_id = {d["image_id"]: d for d in DatasetCatalog.get(self.train_name)}
         self.train_dicts = [by_id[i] for i in self.data.train.image_ids]  # schedule's order
         train_sizes, max_size = sizes(s.image_size)
@@ -158,7 +146,7 @@ class D2Run(_Run):
         if state is not None and "scheduler" in state.payload:
             self.scheduler.load_state_dict(state.payload["scheduler"])
 
-    def train_step(self, it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
+    def step(self, it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
         """One SGD step on iteration `it`'s batch -> (total loss, its parts, lr)."""
         from detectron2.utils.events import EventStorage
 

@@ -11,7 +11,8 @@ per image after NMS in training, 640-800 px multi-scale training / 800 px test.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torchvision
@@ -32,6 +33,8 @@ IMAGE_STD = [s / 255.0 for s in PIXEL_STD]
 D2_MIN_SIZE_TRAIN = (640, 672, 704, 736, 768, 800)
 D2_MIN_SIZE_TEST = 800
 D2_MAX_SIZE = 1333
+# The ResNets Mask R-CNN takes (both engines), with detectron2's RESNETS.DEPTH.
+DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,8 @@ class ModelSpec:
     roi_batch_size: int = 512  # detectron2 ROI_HEADS.BATCH_SIZE_PER_IMAGE
     proposals: int = 1000  # detectron2 RPN.POST_NMS_TOPK_TRAIN / _TEST (per image)
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "arch": self.arch,
-            "num_classes": self.num_classes,
-            "image_size": self.image_size,
-            "trainable_layers": self.trainable_layers,
-            "frozen_bn": self.frozen_bn,
-            "roi_batch_size": self.roi_batch_size,
-            "proposals": self.proposals,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def sizes(image_size: int | None) -> tuple[tuple[int, ...], int]:

@@ -67,3 +67,25 @@ class DataSplitSettings(SplitSettings):
         "splits.csv",
         description="Manifest to write (path,label,split[,group]; paths relative to it).",
     )
+
+
+class DataCheckSettings(SplitSettings):
+    """`tempo data check DATA [--frames VIDEO_DATA]`: the split, its groups and near-copies."""
+
+    command: ClassVar[str] = "data-check"
+
+    data: str = Field(
+        description="Labelled data: a dataset name or root, a class-folder tree or a manifest .csv."
+    )
+    frames: str | None = Field(
+        None,
+        description="Pre-training data (a video file, a folder of videos or frames, a root "
+        "with frames/) whose frames the test images are checked against (absent: no check).",
+    )
+    image_size: int = Field(
+        64,
+        ge=16,
+        le=4096,
+        description="Side the frames are decoded at for the check (the frame cache's size: "
+        "the pre-training's --image-size reuses its cache).",
+    )

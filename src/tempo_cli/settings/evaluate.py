@@ -218,6 +218,8 @@ class EvalLinearSettings(EvalHeadSettings):
 
     command: ClassVar[str] = "eval-linear"
 
+    # The parent's float lr becomes a comma list here; a subclass may not narrow a field's
+    # type in the type checker's eyes, though pydantic validates it as declared.
     lr: Annotated[str, NoDecode] = Field(  # type: ignore[assignment]
         "0.01",
         description="SGD learning rate; a comma list (e.g. 0.001,0.01,0.1) trains every lr's "

@@ -115,7 +115,7 @@ def _readable_checkpoint(where: str, value: Any) -> str:
 
     need(isinstance(value, str) and bool(value), f"{where}.checkpoint", value, "a file")
     path = places.resolve_checkpoint(value)
-    if not path.is_file():
+    if not (path.is_file() or path.is_dir()):  # a file, or a model folder (tempo export)
         raise TempoError(f"{where}: checkpoint {value} not found; give an existing file")
     load_model(path)  # TempoError naming the file when it is truncated or foreign
     return str(path.resolve())

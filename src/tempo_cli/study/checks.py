@@ -16,6 +16,7 @@ from tempo_cli.settings.base import CommandSettings, load_settings
 STUDY_SET = frozenset(
     {"path", "data", "name", "quiet", "debug", "backbone", "image_size", "seed", "device"}
     | {"save_model", "compare", "out", "resume", "recipe", "init_only"}
+    | {"split_fractions", "split_seed", "group_by"}  # one split for every stage: top level
 )
 
 

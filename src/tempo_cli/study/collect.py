@@ -2,8 +2,10 @@
 
 Every number is copied from a stage's metrics.json (or stage.json for wall times), never
 recomputed; the only arithmetic is (a) mean ± std (population) across the pre-training
-repeats of an arm with `repeats > 1` (each such cell says so in `over`) and (b) gains in
-points over the baseline arm (`100 * (mean - baseline mean)`). A stage that did not run
+repeats of an arm with `repeats > 1` (each such cell says so in `over`), (b) gains in
+points over the baseline arm (`100 * (mean - baseline mean)`) and (c) their paired 95%
+intervals, recomputed from the per-image predictions each eval stage keeps
+(study/intervals.py). A stage that did not run
 (not selected, skipped, unfinished) is simply absent from the tables. Paths are relative
 to the study folder, so two runs of one study in different places give the same dict.
 
@@ -23,10 +25,17 @@ Schema (`schema` = 1):
          baseline: arm name | null, over: caption text of what ± is over,
          rows: [{arm, over, cells: {col: {mean, std, n, lr?}},
                  gains: {col: points over the baseline | null}}],
-         best: {col: [arm names with the highest mean]}}
+         best: {col: [arm names with the highest mean]},
+         intervals: {method, verdicts: [one sentence per column], comparisons: [{arm,
+                     column, gain, low, high, p_value, distinguishable, sources, ...}]}
+                    (with a baseline and kept predictions; study/intervals.py)}
         A cell is the selected lr's record (`selected: true`; the only record without a
         grid): accuracy_final_mean / accuracy_final_std over `n` probe runs; for an arm with
         repeats, mean / std of those means over `n` pre-trainings.
+    data: the `data` stage's metrics (`tempo data check`, data/check.py): form, source,
+        split (given|manifest|seeded) and its options, classes, images {split: {class: n}},
+        groups, near_copies [{split, against, checked, found, threshold, examples}], frames
+        (test against the pre-training frames, + `frames`: how many; or {skipped})
     lr: {reference_lr: 0.01 | null, columns, rows: [{arm, selected_on: "val"|"test"|null,
          cells: {col: {reference: CELL | null, chosen: CELL (+ lr: [lrs])}}}],
          order: {col: {reference: [arms best first] | null, chosen: [...]}}}
@@ -61,6 +70,7 @@ from typing import Any
 
 from tempo_cli.settings.base import CommandSettings
 from tempo_cli.study.fingerprint import METRICS_FILE, STAGE_FILE
+from tempo_cli.study.intervals import add_intervals
 from tempo_cli.study.sections import SECTIONS
 from tempo_cli.study.stages import STAGES
 
@@ -107,6 +117,7 @@ def collect_study(study: Any, study_dir: str | Path) -> dict[str, Any]:
         table = section.build(loaded, baseline)
         if table is not None:
             data[section.key] = table
+    add_intervals(data, loaded, study_dir)  # recomputed from the kept predictions
     data["curves"] = probe_curves(loaded, study_dir)
     data["stages"] = stage_times(loaded)
     return data

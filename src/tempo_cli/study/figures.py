@@ -103,9 +103,14 @@ def noise_figure(study_dir: Path, table: dict[str, Any]) -> dict[str, str]:
 
 def loss_figure(study_dir: Path, table: dict[str, Any]) -> dict[str, str]:
     """pretrain_loss.png: pre-training loss per epoch, one line per arm (and repeat)."""
+    title = "Pre-training loss per epoch"
+    return _save(loss_plot(table, title), study_dir, "pretrain_loss", title)
+
+
+def loss_plot(table: dict[str, Any], title: str) -> Figure:
+    """The loss figure: x ticks at whole epochs only."""
     from matplotlib.ticker import MaxNLocator
 
-    title = "Pre-training loss per epoch"
     fig = _figure((6.4, 4.2))
     ax = fig.add_subplot()
     for row in table["rows"]:
@@ -119,7 +124,7 @@ def loss_figure(study_dir: Path, table: dict[str, Any]) -> dict[str, str]:
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs
     _finish(ax, "epoch", "loss", title)
-    return _save(fig, study_dir, "pretrain_loss", title)
+    return fig
 
 
 def lrp_figures(study_dir: Path, table: dict[str, Any]) -> list[dict[str, str]]:

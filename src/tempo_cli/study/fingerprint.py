@@ -35,6 +35,8 @@ def file_hash(path: Path | None) -> str | None:
     """`<size>:<sha256>` of `path`'s bytes; None without a file, "missing" when absent."""
     if path is None:
         return None
+    if path.is_dir():  # a model folder (`tempo export --format folder`): its weights
+        path = path / "model.safetensors"
     try:
         st = path.stat()
     except OSError:

@@ -16,6 +16,7 @@ from typing import Any
 
 from tempo_cli import atomic
 from tempo_cli.study import report_models as t
+from tempo_cli.study.intervals import headline_verdicts
 from tempo_cli.study.sections import SECTIONS, Figure, Section
 
 CSS = """
@@ -30,6 +31,7 @@ td.best{font-weight:bold;background:#eef7ee}.gain{display:block;font-size:.8em;c
 .gain.neg{color:#a33}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}pre{background:#f7f7f7;padding:.6em;overflow-x:auto;
 white-space:pre-wrap;word-break:break-all;font-size:.8em}.muted{color:#777}
+.verdict{font-size:1.1em;font-weight:600}
 @media print{body{margin:0;max-width:none;font-size:10pt}h2{break-after:avoid}
 table,figure{break-inside:avoid}td.best{background:none}pre{white-space:pre-wrap}}
 """
@@ -40,7 +42,8 @@ def write_html(study_dir: str | Path, data: dict[str, Any], figs: dict[str, list
     (sections.draw_figures); returns its path."""
     study_dir = Path(study_dir)
     name = escape(str(data.get("name", "")))
-    body = [f"<h1>Study {name}</h1>", _intro(data)]
+    verdicts = "".join(f"<p class='verdict'>{escape(v)}</p>" for v in headline_verdicts(data))
+    body = [f"<h1>Study {name}</h1>", verdicts, _intro(data)]
     for sec in SECTIONS:
         body.append(_section(study_dir, sec, data.get(sec.key), figs.get(sec.key, [])))
     body.append(_appendix(data))

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from tempo_cli import atomic
 from tempo_cli.study import report_models as t
+from tempo_cli.study.intervals import headline_verdicts
 from tempo_cli.study.sections import SECTIONS, Figure, Section
 
 #: Characters Markdown may read as formatting anywhere in a line (or a table cell boundary,
@@ -35,7 +36,8 @@ def write_markdown(
     """Write `study_dir/report.md` from study.json's dict and the sections' figures
     (sections.draw_figures); returns its path."""
     study_dir = Path(study_dir)
-    parts = [f"# Study {md(data.get('name', ''))}", _intro(data)]
+    verdicts = "\n\n".join(f"**{md(v)}**" for v in headline_verdicts(data))
+    parts = [f"# Study {md(data.get('name', ''))}", verdicts, _intro(data)]
     parts += [_section(sec, data.get(sec.key), figs.get(sec.key, [])) for sec in SECTIONS]
     parts.append(_appendix(data))
     path = study_dir / "report.md"

@@ -86,7 +86,19 @@ def accuracy_model(table: dict[str, Any], key: str) -> TableModel:
         "per class. Bold: the best per column"
         + (f"; +x: the gain in points over the baseline {base}." if base else ".")
     )
-    return TableModel(key, ["arm", *table["columns"]], rows, caption, "cell")
+    from tempo_cli.study.intervals import interval_items
+
+    # the headline's sentences open the report; the other tables' open their section
+    notes = tuple(table.get("intervals", {}).get("verdicts", [])) if key != "headline" else ()
+    return TableModel(
+        key,
+        ["arm", *table["columns"]],
+        rows,
+        caption,
+        "cell",
+        notes=notes,
+        listing=interval_items(table),
+    )
 
 
 def single_runs(table: dict[str, Any]) -> bool:
@@ -164,7 +176,7 @@ def noise_model(table: dict[str, Any]) -> TableModel:
 
 def lrp_model(table: dict[str, Any]) -> TableModel:
     rows = [RowModel(r["arm"], "lrp", [_value("accuracy", r["accuracy"])]) for r in table["rows"]]
-    caption = "Test accuracy of each arm's classifier explained by LRP."
+    caption = "Test accuracy of the classifier of each arm, the one LRP explains."
     return TableModel("lrp", ["arm", "classifier accuracy"], rows, caption)
 
 
@@ -310,3 +322,63 @@ def fmt_lr(lr: Any) -> str:
     if isinstance(lr, list):
         return "/".join(f"{x:g}" for x in lr)
     return f"{lr:g}"
+
+
+def _split_text(table: dict[str, Any]) -> str:
+    how = table.get("split")
+    if how == "seeded":
+        o = table.get("options", {})
+        fractions = ",".join(f"{f:g}" for f in o.get("fractions", []))
+        text = f"made by tempo (seeded: fractions {fractions}, seed {o.get('seed')}"
+        return text + (f", groups by {o['group_by']!r})" if o.get("group_by") else ")")
+    return {"given": "given by the split folders", "manifest": "given by the manifest"}.get(
+        str(how), str(how)
+    )
+
+
+def _copies_text(r: dict[str, Any]) -> str:
+    examples = "; ".join(f"{q} ~ {t} ({s:.3f})" for q, t, s in r.get("examples", []))
+    text = f"{r['found']} of {r['checked']} {r['split']} images have a near-copy in {r['against']}"
+    return text + (f", e.g. {examples}" if examples else "")
+
+
+def _two(table: dict[str, Any]) -> str:
+    """How many groups have images in two splits ("none" for a made split, where none can)."""
+    return str(table.get("groups_in_two_splits") or "none")
+
+
+def data_model(table: dict[str, Any]) -> TableModel:
+    """Rows = classes (and a total), columns = splits: images; the split, groups and the
+    near-copy checks as notes."""
+    splits = list(table["images"])
+    rows = [
+        RowModel(c, "data", [CellModel(str(table["images"][s].get(c, 0))) for s in splits])
+        for c in table["classes"]
+    ]
+    totals = [CellModel(str(sum(table["images"][s].values()))) for s in splits]
+    rows.append(RowModel("all classes", "data", totals))
+    groups = table.get("groups")
+    notes = [
+        f"Labelled data: {table['form']} {table['source']}; split {_split_text(table)}"
+        + (f"; {groups} groups, {_two(table)} in two splits." if groups else "; no groups.")
+    ]
+    threshold = next((r["threshold"] for r in table.get("near_copies", [])), None)
+    for r in table.get("near_copies", []):
+        notes.append(f"Near-copies: {_copies_text(r)}.")
+    frames = table.get("frames")
+    if frames and "skipped" in frames:
+        notes.append(f"Test images against the pre-training frames: {frames['skipped']}.")
+    elif frames:
+        threshold = frames["threshold"]
+        share = frames["found"] / max(frames["checked"], 1)
+        notes.append(
+            f"Near-copies: {_copies_text(frames)} ({frames['frames']} frames; {share:.0%} of "
+            "the test images)."
+        )
+    caption = "Labelled images per split and class."
+    if threshold is not None:
+        caption += (
+            f" A near-copy: 32x32 grey thumbnails with zero-mean normalised correlation >= "
+            f"{threshold} (docs/data.md)."
+        )
+    return TableModel("data", ["class", *splits], rows, caption, notes=tuple(notes))

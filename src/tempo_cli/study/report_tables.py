@@ -230,10 +230,11 @@ def lrp_table(loaded: Loaded) -> dict[str, Any] | None:
     """Classifier accuracy and contact sheets (relative paths) of each arm's lrp stage."""
     rows = []
     for arm, runs in loaded.items():
-        done = [r for r in runs if _first_model(r, "lrp")]
-        if not done:
+        firsts = [(r, m) for r in runs if (m := _first_model(r, "lrp"))]
+        if not firsts:
             continue
-        values = [float(_first_model(r, "lrp")["accuracy"]) for r in done]  # type: ignore[index]
+        done = [r for r, _ in firsts]
+        values = [float(m["accuracy"]) for _, m in firsts]
         sheets_dir = done[0].stages["lrp"].dir + "/sheets"
         rows.append(
             {
@@ -276,6 +277,21 @@ def pretrain_table(loaded: Loaded) -> dict[str, Any] | None:
             ]
             rows.append({"arm": arm, "repeat": run.repeat, "epochs": epochs})
     return {"rows": rows} if rows else None
+
+
+def data_table(loaded: Loaded) -> dict[str, Any] | None:
+    """The `data` stage's metrics (`tempo data check`): the labelled data, its split, groups
+    and near-copy checks (study.json `data`), as written; None when it did not run."""
+    for runs in loaded.values():
+        for run in runs:
+            stage = run.stages.get("data")
+            if stage is not None and stage.metrics.get("data"):
+                m = stage.metrics
+                table = {**m["data"], "near_copies": m.get("near_copies", [])}
+                if "frames" in m:
+                    table["frames"] = m["frames"]
+                return table
+    return None
 
 
 #: The numbers of an embed stage's record that the report shows, in its column order.

@@ -79,6 +79,8 @@ def plan_study(study: Study, quiet: bool = False, debug: bool = False) -> list[P
             base = f"{study.name}/{arm.folder}" + ("" if repeat is None else f"/seed-{repeat}")
             reads: dict[str, str | None] = {"backbone": arm.path}
             for stage in (s for s in STAGES.values() if s.wanted(study, arm)):
+                if stage.once and repeat not in (None, 0):
+                    continue
                 folder = root / base / stage.name
                 path = reads[stage.reads] if stage.reads else None
                 inputs = StageInputs(f"{base}/{stage.name}", folder, path, quiet, debug)
@@ -229,6 +231,7 @@ def _newly_runnable(p: PlannedStage, record: dict[str, Any] | None) -> bool:
 def finish(study: Study, study_dir: Path, quiet: bool) -> dict[str, Any]:
     """study.json, report.html and report.md from the stage folders; prints the headline."""
     from tempo_cli.study.collect import collect_study
+    from tempo_cli.study.intervals import headline_verdicts
 
     data = collect_study(study, study_dir)
     atomic.write_json(study_dir / "study.json", data)
@@ -236,7 +239,10 @@ def finish(study: Study, study_dir: Path, quiet: bool) -> dict[str, Any]:
     if data.get("headline"):
         from rich.console import Console
 
-        Console().print(headline_table(data))  # stdout: the command's answer
+        console = Console()
+        console.print(headline_table(data))  # stdout: the command's answer
+        for sentence in headline_verdicts(data):  # with its uncertainty, in words
+            console.print(escape(sentence), highlight=False, soft_wrap=True)
     log(f"report in {_shown(report)}", quiet)
     return data
 

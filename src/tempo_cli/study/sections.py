@@ -79,6 +79,7 @@ def _pretrain_figures(study_dir: Path, data: dict[str, Any]) -> list[Figure]:
 SECTIONS: tuple[Section, ...] = (
     _accuracy("headline", "linear", "Linear probe (headline)", "accuracy_vs_samples",
               "Linear-probe accuracy vs labelled samples per class"),
+    Section("data", "Data", lambda loaded, _: t.data_table(loaded), m.data_model),
     Section("lr", "Learning-rate robustness", lambda loaded, _: t.lr_view(loaded), m.lr_model),
     _accuracy("semisup", "semisup", "Semi-supervised fine-tuning", "semisup_vs_samples",
               "Semi-supervised accuracy vs samples per class"),

@@ -2,9 +2,11 @@
 
 A study file (TOML; a preset is one shipped in `study/presets/`) holds top-level keys
 (`name`, `data`, `labelled`, `backbone`, `image_size`, `seed`, `device`, `stages`,
-`baseline`, `classifier_samples_pc`), a `[pretrain]` table shared by every pre-training
-arm, one `[arms.NAME]` table per arm, and one table per stage (`[linear]`, `[knn]`, ...)
-of options of that stage's command (the stages and their tables: `stages.STAGES`).
+`baseline`, `classifier_samples_pc`, and the split of `labelled` where it has none:
+`split_fractions`, `split_seed`, `group_by`, set once for every stage: docs/data.md), a
+`[pretrain]` table shared by every pre-training arm, one `[arms.NAME]` table per arm,
+and one table per stage (`[linear]`, `[knn]`, ...) of options of that stage's command
+(the stages and their tables: `stages.STAGES`).
 `load_study` checks every key and the top-level values; `runner.plan_study` builds every
 stage's settings, the one check of the stages' values. Both run before anything is
 written: a bad key or value is a UsageError (exit 2) naming the key, an unreadable
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,12 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STUDY_KEYS = (
     "name", "description", "data", "labelled", "backbone", "image_size", "seed", "device",
     "stages", "baseline", "classifier_samples_pc", "arms",
+    "split_fractions", "split_seed", "group_by",
 )  # fmt: skip
 
 
 def _top_keys() -> tuple[str, ...]:
-    return (*_STUDY_KEYS, *STAGES)
+    return tuple(dict.fromkeys((*_STUDY_KEYS, *STAGES)))
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Study:
     classifier_samples_pc: str
     stage_options: dict[str, dict[str, Any]]
     description: str = ""
+    #: split_fractions, split_seed, group_by: how `labelled` is split (every stage's).
+    split: dict[str, Any] = field(default_factory=dict)
 
     def arm(self, name: str) -> Arm:
         for a in self.arms:
@@ -86,6 +91,7 @@ class Study:
             "stages": list(self.stages),
             "baseline": self.baseline,
             "classifier_samples_pc": self.classifier_samples_pc,
+            **{k: v for k, v in self.split.items() if v is not None},
             "arms": [a.to_dict() for a in self.arms],
             "stage_options": {k: dict(v) for k, v in self.stage_options.items()},
         }
@@ -124,7 +130,7 @@ def load_study(
     if preset is not None:
         text, origin, default_name = preset_text(preset), f"preset {preset}", preset
     else:
-        path = Path(config).expanduser()  # type: ignore[arg-type]
+        path = Path(str(config)).expanduser()
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -166,8 +172,9 @@ DEFAULT_IMAGE_SIZE = 128
 
 
 def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
-    """data, labelled, backbone, image_size, seed, device, classifier_samples_pc: validated
-    as the commands validate them (the pretrain settings know every one)."""
+    """data, labelled, backbone, image_size, seed, device, classifier_samples_pc and the split
+    options: validated as the commands validate them."""
+    from tempo_cli.settings.data import SplitSettings
     from tempo_cli.settings.evaluate import EvalLinearSettings
     from tempo_cli.settings.pretrain import PretrainSettings
 
@@ -183,7 +190,11 @@ def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
     )
     probe = settings_from(EvalLinearSettings, {"path": ["random"], "samples_pc": samples}, "")
     need(len(probe.samples_pc_list()) == 1, "classifier_samples_pc", samples, "one value")
+    split_keys = ("split_fractions", "split_seed", "group_by")
+    given = {k: data[k] for k in split_keys if k in data}
+    split = settings_from(SplitSettings, given, "")
     return {
+        "split": {k: getattr(split, k) for k in split_keys},
         "data": values["data"],
         "labelled": str(data.get("labelled", values["data"])),
         "backbone": checked.backbone,

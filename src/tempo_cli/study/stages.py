@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.settings.base import CommandSettings, load_settings
+from tempo_cli.settings.data import DataCheckSettings
 from tempo_cli.settings.embed import EmbedSettings
 from tempo_cli.settings.evaluate import EvalKnnSettings, EvalLinearSettings, EvalSemisupSettings
 from tempo_cli.settings.explain import (
@@ -91,6 +92,8 @@ class Stage(Generic[S]):
     path_list: bool = False
     #: An unfinished run continues from its LAST_FILE (else it reruns from scratch).
     resumes: bool = False
+    #: Runs for an arm's first pre-training repeat only (what it makes is the study's).
+    once: bool = False
 
     # --- the study file ---------------------------------------------------------------
 
@@ -123,6 +126,7 @@ class Stage(Generic[S]):
             "seed": study.seed,
             "device": study.device,
             "path": path,
+            **study.split,
         }
         fields = self.settings_cls.model_fields
         values = {k: v for k, v in common.items() if k in fields}
@@ -173,6 +177,32 @@ def _file(path: str | None) -> Path | None:
     if path is None or places.is_named_baseline(path):
         return None
     return places.resolve_checkpoint(path)
+
+
+class DataStage(Stage[DataCheckSettings]):
+    """`tempo data check` of the study's labelled data, against its pre-training data's
+    frames, once per study (in the first arm's folder): the report's data section. Its
+    options are the top-level ones (labelled, data, image_size, the split keys)."""
+
+    def options(self, data: dict[str, Any]) -> dict | None:
+        return None
+
+    def wanted(self, study: Study, arm: Arm) -> bool:
+        return arm.name == study.arms[0].name
+
+    def values(self, study: Study, arm: Arm, repeat: int | None, inputs: StageInputs) -> dict:
+        run = {"name": inputs.name, "quiet": inputs.quiet, "debug": inputs.debug}
+        frames = {"frames": study.data, "image_size": study.image_size}
+        return {**run, **frames, "data": study.labelled, **study.split}
+
+    def check(self, settings: DataCheckSettings) -> None:
+        from tempo_cli.data.labelled_data import open_labelled
+
+        # The labelled data in any form, split as every stage will split it: a bad manifest
+        # row, a class too small to split ... stop the study before it starts. A dataset
+        # name (demo, asl) is left to the stage: planning never generates or downloads.
+        if Path(settings.data).expanduser().exists():
+            open_labelled(settings.data, settings.split_options(), option="labelled")
 
 
 class PretrainStage(Stage[PretrainSettings]):
@@ -263,6 +293,8 @@ _SWEEP = {"samples_pc": DEFAULT_SAMPLES_PC}
 STAGES: dict[str, Stage[Any]] = {
     s.name: s
     for s in (
+        DataStage("data", DataCheckSettings, "tempo_cli.data.check:run_data_check", reads=None,
+                  internal=True, once=True),
         PretrainStage("pretrain", PretrainSettings, "tempo_cli.pretrain.loop:run", reads=None,
                       provides=("backbone", MODEL_FILE), internal=True, resumes=True),
         ClassifierStage("classifier", EvalLinearSettings, _EVAL, path_list=True,

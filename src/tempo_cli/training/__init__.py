@@ -49,7 +49,7 @@ A loop reads: build -> restore -> for each step: train_step -> maybe evaluate/ch
     `load_state(path, kind, *, hint) -> TrainingState` (weights_only; one-line
     TempoError for a missing/unreadable file, another kind, a newer version). Version 1
     files (pre-training's old `training_state`, segment's old file) are upgraded on load.
-    Kinds in use: "tempo-pretrain" (pretrain.state), "tempo-segment" (segment.train).
+    Kinds in use: "tempo-pretrain" (pretrain.state), "tempo-segment" (segment.loop).
 
 `tempo_cli.training.resume`
     `merge_resumed_settings(settings, saved, runtime_fields) -> settings`: the saved

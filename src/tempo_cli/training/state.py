@@ -156,7 +156,7 @@ def load_state(path: str | Path, kind: str, *, hint: str) -> TrainingState:
         raise TempoError(f"--resume {path}: no such file; {hint}")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated or foreign files raise assorted types
+    except Exception as e:  # truncated or foreign files raise assorted types
         raise TempoError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     d = _envelope_dict(obj)
     if d is None or d.get("kind") != kind:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
+
+#: What `signal.getsignal` returns and `signal.signal` takes (typeshed's `_HANDLER`).
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 
 class StopRequest:
@@ -21,7 +26,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self.signal_name = ""
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Handler] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested and signum == signal.SIGINT:
@@ -38,7 +43,7 @@ class StopRequest:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
+            signal.signal(sig, handler)
         self._previous.clear()
 
 
@@ -54,7 +59,7 @@ class InterruptSeen:
 
     def __init__(self) -> None:
         self.seen = False
-        self._previous: object = None
+        self._previous: Handler = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.seen = True
@@ -69,5 +74,5 @@ class InterruptSeen:
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)  # type: ignore[arg-type]
+            signal.signal(signal.SIGINT, self._previous)
             self._previous = None

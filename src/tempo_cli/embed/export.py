@@ -40,7 +40,7 @@ def npz_arrays(
     map_index: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays of one checkpoint's `.npz` (module docstring)."""
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "features": np.ascontiguousarray(emb.features, dtype=np.float32),
         "labels": images.labels.astype(np.int64),
         "class_names": np.array(images.class_names, dtype=np.str_),
@@ -60,6 +60,8 @@ def npz_arrays(
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """`np.savez` to a temporary name beside `path`, then renamed (atomic)."""
     with atomic.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # numpy's stubs type **kwds like savez's own allow_pickle: bool, so a dict of
+        # arrays reads as a possible bool to the checker; at run time they are arrays.
         np.savez(f, **arrays)  # type: ignore[arg-type]
     return path
 

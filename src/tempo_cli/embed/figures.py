@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from matplotlib.figure import Figure
 
 #: Border colours (RGB): the query, a neighbour of its class, of another class.
@@ -38,11 +40,14 @@ def class_colours(n: int) -> list[tuple[float, float, float]]:
     from matplotlib import colormaps
     from matplotlib.colors import hsv_to_rgb
 
-    base = [colormaps["tab20"](i)[:3] for i in range(20)]
-    base += [colormaps["tab20b"](i)[:3] for i in range(20)]
+    def rgb(c: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+        return float(c[0]), float(c[1]), float(c[2])
+
+    base = [rgb(colormaps["tab20"](i)) for i in range(20)]
+    base += [rgb(colormaps["tab20b"](i)) for i in range(20)]
     if n <= len(base):
-        return [tuple(c) for c in base[:n]]  # type: ignore[misc]
-    return [tuple(hsv_to_rgb((i / n, 0.75, 0.85))) for i in range(n)]  # type: ignore[misc]
+        return base[:n]
+    return [rgb(hsv_to_rgb((i / n, 0.75, 0.85))) for i in range(n)]
 
 
 @dataclass
@@ -57,6 +62,7 @@ class MapPanel:
 def map_figure(panels: list[MapPanel], class_names: list[str], title: str) -> Figure:
     """One scatter panel per checkpoint, points coloured by class, each class's name at
     the median of its points (a legend of 24 letters would hide the points)."""
+
     from matplotlib import patheffects
     from matplotlib.figure import Figure
 
@@ -148,6 +154,7 @@ class GridBlock:
 
 def neighbours_figure(blocks: list[GridBlock], row_labels: list[str], k: int, title: str) -> Figure:
     """The blocks side by side (at most 4 a row of blocks), query classes down the left."""
+
     from matplotlib.figure import Figure
 
     cols = min(len(blocks), 4)

@@ -315,6 +315,25 @@ def test_model_dir_name_and_study_checkpoint_arm_read_a_folder(
     assert file_hash(exported["folder"]) == file_hash(exported["folder"] / "model.safetensors")
 
 
+def test_pretrain_starts_from_an_exported_folder(
+    cli, exported: dict[str, Path], write_frames, tmp_path: Path
+) -> None:
+    """`tempo pretrain --init DIR` takes a model folder (its weights, its recorded size);
+    a folder without model.safetensors is refused at the option, with exit 2."""
+    frames = write_frames(tmp_path / "frames", 8)
+    r = cli("pretrain", "--data", frames, "--init", exported["folder"], "--baseline",
+            "--image-size", "auto", "--name", "from-folder", "--device", "cpu")  # fmt: skip
+    assert r.code == 0, r.err
+    out = load_model(Path(os.environ["TEMPO_RUNS_DIR"]) / "from-folder" / "model.pt")
+    want = load_model(exported["pt"])
+    assert out.image_size == 32
+    got, ref = out.backbone.state_dict(), want.backbone.state_dict()
+    assert got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in ref)
+    (tmp_path / "empty").mkdir()
+    r = cli("pretrain", "--data", frames, "--init", tmp_path / "empty", "--baseline")
+    assert r.code == 2 and "--init" in r.err and len(r.err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
 def test_timm_and_torchvision_key_names_are_the_same(arch: str) -> None:
     """What lets one file serve both: timm's ResNet without its classifier has exactly

@@ -182,8 +182,11 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
 
         if places.is_named_baseline(v):
             return v
-        if not places.resolve_checkpoint(v).is_file():
-            raise ValueError("imagenet, random, or an existing checkpoint file or model name")
+        found = places.resolve_checkpoint(v)
+        if not (found.is_file() or (found / "model.safetensors").is_file()):
+            raise ValueError(
+                "imagenet, random, or an existing checkpoint file, model folder or model name"
+            )
         return v
 
     @field_validator("resume")

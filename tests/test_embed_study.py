@@ -24,6 +24,7 @@ batch_size = 16
 optimizer = "adamw"
 monitor = "knn"
 monitor_data = "demo"
+monitor_budget = 100.0    # every epoch: on 40 frames a kNN pass costs more than training
 
 [knn]
 samples_pc = "5"

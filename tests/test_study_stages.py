@@ -111,7 +111,10 @@ def test_semisup_and_segment_stages_reach_study_json_and_report(
     r = cli("study", "--config", config, "--quiet")
     assert r.code == 0, r.err
     study_dir = _runs() / "segsemi"
-    assert sorted(p.name for p in (study_dir / "random").iterdir()) == ["segment", "semisup"]
+    # the study's internal data check runs once, in the first arm's folder
+    assert sorted(p.name for p in (study_dir / "random").iterdir()) == [
+        "data", "segment", "semisup"
+    ]  # fmt: skip
 
     # semisup: its usual metrics.json, one selected record, copied into the semisup table.
     semi = _json(study_dir / "random/semisup/metrics.json")
@@ -155,7 +158,7 @@ def test_semisup_and_segment_stages_reach_study_json_and_report(
     key = "iterations_to_90pct_final_segm_AP"
     assert seg_row[key] == (None if iters is None else {"mean": iters, "std": None, "n": 1})
     stages = {(s["arm"], s["stage"]) for s in data["stages"]}
-    assert stages == {("random", "semisup"), ("random", "segment")}
+    assert stages == {("random", "data"), ("random", "semisup"), ("random", "segment")}
 
     cells = _report_cells(study_dir)
     semi_cell = cells["semisup", "random", "1"]
@@ -234,7 +237,8 @@ def test_repeats_pretrain_per_seed_and_headline_is_mean_and_pstdev_over_them(
     assert sorted(p.name for p in (study_dir / "random").iterdir()) == ["linear"]
     for k in (0, 1):
         seed_dir = tempo / f"seed-{k}"
-        assert sorted(p.name for p in seed_dir.iterdir()) == ["linear", "pretrain"]
+        once = ["data"] if k == 0 else []  # the data check: first arm, first repeat
+        assert sorted(p.name for p in seed_dir.iterdir()) == [*once, "linear", "pretrain"]
         assert _json(seed_dir / "pretrain/config.json")["seed"] == k
         record = _json(seed_dir / "pretrain/stage.json")
         assert record["repeat"] == k and record["complete"]
@@ -412,7 +416,7 @@ def test_lrp_and_relevance_stages_reach_study_json_and_both_reports(
     assert r.code == 0, r.err
     study_dir = _runs() / "expl"
     assert sorted(p.name for p in (study_dir / "random").iterdir()) == [
-        "classifier", "lrp", "relevance"
+        "classifier", "data", "lrp", "relevance"
     ]  # fmt: skip
     classifier = str(study_dir / "random/classifier/classifier.pt")
     for stage in ("lrp", "relevance"):

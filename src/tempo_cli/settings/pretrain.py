@@ -124,8 +124,8 @@ class PretrainSettings(RecordedImageSize, CommandSettings):
     monitor_budget: float = Field(
         0.05,
         gt=0,
-        le=1,
-        description="Share of the training time the monitor may take, estimated before "
+        description="Share of the training time the monitor may take (above 1: longer than "
+        "the training, e.g. every epoch on tiny data), estimated before "
         "training from the frames, steps and labelled images: the label-free sample and "
         "the epochs measured (every k and the last) are sized to it; kNN/linear of --monitor "
         "auto are dropped when one pass does not fit. An explicit --monitor knn|linear, "

@@ -28,6 +28,7 @@ from tempo_cli.settings.evaluate import (
     EvalSettings,
     ImageSize,
     _canonical_bn_batch_size,
+    _checkpoint_list,
     parse_bn_batch_size,
 )
 
@@ -92,12 +93,7 @@ class EmbedSettings(RecordedImageSize, SplitSettings):
     @field_validator("path", mode="before")
     @classmethod
     def _paths(cls, value: Any) -> list[str]:
-        if isinstance(value, str):
-            value = [value]
-        items = [str(v).strip() for v in value or [] if str(v).strip()]
-        if not items:
-            raise ValueError("give at least one checkpoint: a file, a model name, imagenet, random")
-        return items
+        return _checkpoint_list(value)
 
     @field_validator("bn_batch_size", mode="before")
     @classmethod

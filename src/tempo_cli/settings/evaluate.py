@@ -106,6 +106,16 @@ def parse_bn_batch_size(value: str) -> tuple[int, int] | None:
     return train, test
 
 
+def _checkpoint_list(value: Any) -> list[str]:
+    """`--path` given once or repeated -> the non-empty checkpoint specs, at least one."""
+    if isinstance(value, str):
+        value = [value]
+    items = [str(v).strip() for v in value or [] if str(v).strip()]
+    if not items:
+        raise ValueError("give at least one checkpoint: a file, a model name, imagenet, random")
+    return items
+
+
 def _canonical_bn_batch_size(value: Any) -> str:
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     tokens = [str(v).strip().lower() for v in items]
@@ -165,12 +175,7 @@ class EvalSettings(RecordedImageSize, SplitSettings):
     @field_validator("path", mode="before")
     @classmethod
     def _paths(cls, value: Any) -> list[str]:
-        if isinstance(value, str):
-            value = [value]
-        items = [str(v).strip() for v in value or [] if str(v).strip()]
-        if not items:
-            raise ValueError("give at least one checkpoint: a file, a model name, imagenet, random")
-        return items
+        return _checkpoint_list(value)
 
     @field_validator("samples_pc", mode="before")
     @classmethod

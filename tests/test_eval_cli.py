@@ -118,6 +118,31 @@ def test_linear_sweep_compare_save_and_cache(
 
 
 @pytest.mark.slow
+def test_save_samples_pc_saves_one_budget_equal_to_its_probe_alone(
+    cli, demo_root: Path, r18_checkpoint: Path, tmp_path: Path
+) -> None:
+    probe = ("--path", str(r18_checkpoint), "--data", str(demo_root), "--runs", "2")
+    probe += ("--iterations", "20", "--lr", "0.01,0.1", *TINY)
+    swept, alone = tmp_path / "swept.pt", tmp_path / "alone.pt"
+    r = cli("eval", "linear", *probe, "--samples-pc", "1,5", "--save-samples-pc", "5",
+            "--save-model", str(swept), "--name", "swept")  # fmt: skip
+    assert r.code == 0, r.err
+    assert sorted(tmp_path.glob("*.pt")) == [swept]  # one budget: no -<checkpoint>-<N> suffix
+    r = cli("eval", "linear", *probe, "--samples-pc", "5", "--save-model", str(alone))
+    assert r.code == 0, r.err
+    a, b = torch.load(swept, weights_only=True), torch.load(alone, weights_only=True)
+    assert a["meta"]["samples_pc"] == b["meta"]["samples_pc"] == 5
+    assert (a["meta"]["lr"], a["meta"]["best_run"]) == (b["meta"]["lr"], b["meta"]["best_run"])
+    for part in ("backbone", "linear"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    for bad, why in (("20", "one value of --samples-pc (1,5)"), ("1,5", "one value")):
+        r = cli("eval", "linear", *probe, "--samples-pc", "1,5", "--save-samples-pc", bad)
+        assert r.code == 2 and "--save-samples-pc" in r.err and why in r.err
+        assert len(r.err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
 def test_single_checkpoint_reference_layout_and_alias(cli, demo_root: Path, runs_dir: Path) -> None:
     res = cli(
         "eval",

@@ -115,11 +115,9 @@ def test_plan_names_every_stage_folder_and_input(tmp_path: Path, demo_root: Path
     assert [(p.arm.name, p.stage) for p in plan] == [
         ("tempo", "data"),  # once a study: the labelled data and its checks
         ("tempo", "pretrain"),
-        ("tempo", "classifier"),
-        ("tempo", "linear"),
+        ("tempo", "linear"),  # its probe at 5 per class is the classifier: no classifier stage
         ("tempo", "knn"),
         ("tempo", "noise"),
-        ("random", "classifier"),
         ("random", "linear"),
         ("random", "knn"),
         ("random", "noise"),
@@ -128,13 +126,41 @@ def test_plan_names_every_stage_folder_and_input(tmp_path: Path, demo_root: Path
     model = str(runs / "tiny/tempo/pretrain/model.pt")
     assert by["tempo", "linear"].path == [model] and by["tempo", "knn"].path == [model]
     assert by["random", "knn"].path == ["random"]
-    assert by["tempo", "noise"].path == str(runs / "tiny/tempo/classifier/classifier.pt")
+    assert by["tempo", "noise"].path == str(runs / "tiny/tempo/linear/classifier.pt")
     assert by["tempo", "noise"].attack == "noise"
-    assert by["tempo", "classifier"].samples_pc == "5"
-    assert by["tempo", "classifier"].save_model == str(runs / "tiny/tempo/classifier/classifier.pt")
+    assert (
+        by["tempo", "linear"].samples_pc == "1,5" and by["tempo", "linear"].save_samples_pc == "5"
+    )
+    assert by["tempo", "linear"].save_model == str(runs / "tiny/tempo/linear/classifier.pt")
     assert by["tempo", "pretrain"].name == "tiny/tempo/pretrain"
     assert by["tempo", "pretrain"].proximity == 5 and by["tempo", "pretrain"].image_size == 32
     assert not (runs / "tiny").exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("[noise]", "[classifier]\nruns = 1\n\n[noise]"),  # a probe of its own
+        ('classifier_samples_pc = "5"', 'classifier_samples_pc = "full"'),  # not swept
+        ("[knn]", "resample_labels = true\n\n[knn]"),  # linear draws 5 per class per run
+    ],
+)
+def test_classifier_stage_stays_when_linear_does_not_train_its_probe(
+    tmp_path: Path, edit: tuple[str, str]
+) -> None:
+    from tempo_cli import places
+    from tempo_cli.study.runner import plan_study
+    from tempo_cli.study.spec import load_study
+
+    config = write_study(tmp_path)
+    config.write_text(config.read_text().replace(*edit, 1), encoding="utf-8")
+    plan = plan_study(load_study(config=config))
+    by = {(p.arm.name, p.stage): p.settings for p in plan}
+    classifier = str(places.runs_dir() / "tiny/random/classifier/classifier.pt")
+    assert by["random", "classifier"].save_model == classifier
+    assert by["random", "noise"].path == classifier
+    assert by["random", "linear"].save_model is None
+    assert by["random", "linear"].save_samples_pc is None
 
 
 def test_fingerprint_ignores_how_a_stage_runs_but_not_its_input(tmp_path: Path) -> None:

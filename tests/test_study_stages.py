@@ -334,7 +334,9 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
     units = [("tempo", 0), ("tempo", 1), ("random", None), ("own", None)]
     want = []
     for arm, repeat in units:
-        first = ["classifier"] if arm == "random" else ["pretrain", "classifier"]
+        # linear's sweep (1..20, full) trains the classifier's probe (5 per class), so no
+        # classifier stage: linear saves it
+        first = [] if arm == "random" else ["pretrain"]
         first = ["data", *first] if (arm, repeat) == ("tempo", 0) else first  # once a study
         want += [(arm, repeat, s) for s in [*first, *selected]]
     assert [(p.arm.name, p.repeat, p.stage) for p in plan] == want
@@ -345,14 +347,14 @@ def test_plan_with_explain_stages_orders_stages_and_feeds_them_the_classifier(
             base = base / f"seed-{p.repeat}"
         assert p.folder == base / p.stage
         assert p.settings.name == p.folder.relative_to(runs).as_posix()
-        classifier = base / "classifier" / CLASSIFIER_FILE
+        classifier = base / "linear" / CLASSIFIER_FILE
         backbone = "random" if p.arm.name == "random" else str(base / "pretrain/model.pt")
         if p.stage in ("relevance", "lrp", "noise"):
             assert p.settings.path == str(classifier), (p.arm.name, p.stage)
-        elif p.stage == "classifier":
+        elif p.stage == "linear":
             assert p.settings.path == [backbone]
             assert p.settings.save_model == str(classifier)
-            assert p.settings.samples_pc == "5"
+            assert (p.settings.samples_pc, p.settings.save_samples_pc) == ("1,5,10,15,20,full", "5")
         elif p.stage == "pretrain":
             assert p.settings.seed == (p.repeat or 0)
         elif p.stage == "data":  # the labelled data against the pre-training data

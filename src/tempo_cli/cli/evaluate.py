@@ -57,6 +57,10 @@ BnBatchOpt = Annotated[
     str | None, option(EvalSettings, "bn_batch_size", panel=_P, metavar="TRAIN,TEST|auto")
 ]
 SaveOpt = Annotated[str | None, option(EvalHeadSettings, "save_model", "--save-model", panel=_P)]
+SaveAtOpt = Annotated[
+    str | None,
+    option(EvalHeadSettings, "save_samples_pc", "--save-samples-pc", panel=_P, metavar="N|full"),
+]
 SaveAlias = Annotated[
     str | None, typer.Option("--save_model", hidden=True, help="Same as --save-model.")
 ]
@@ -95,6 +99,7 @@ def linear(
     bn_batch_size: BnBatchOpt = None,
     save_model: SaveOpt = None,
     save_model_ref: SaveAlias = None,
+    save_samples_pc: SaveAtOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     split_fractions: SplitFractionsOpt = None,
@@ -135,6 +140,7 @@ def semisup(
     bn_batch_size: BnBatchOpt = None,
     save_model: SaveOpt = None,
     save_model_ref: SaveAlias = None,
+    save_samples_pc: SaveAtOpt = None,
     seed: SeedOpt = None,
     device: DeviceOpt = None,
     split_fractions: SplitFractionsOpt = None,

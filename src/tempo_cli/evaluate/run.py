@@ -217,11 +217,13 @@ def _save_models(
     settings: EvalSettings, checkpoints: list[Checkpoint], curves: list[CurveResult]
 ) -> list[Path]:
     """`--save-model`: backbone + the best run's linear head + class names, per selected
-    result (the chosen lr of a grid; its best run, chosen on val when there is one)."""
+    result (the chosen lr of a grid; its best run, chosen on val when there is one) at
+    every samples_pc, or at `--save-samples-pc` alone."""
     # Only the protocols that train a head (linear, semisup) have --save-model.
-    target = settings.save_model if isinstance(settings, EvalHeadSettings) else None
-    if not target:
+    if not isinstance(settings, EvalHeadSettings) or not settings.save_model:
         return []
+    target = settings.save_model
+    curves = [c for c in curves if settings.saves(c.samples_pc)]  # --save-samples-pc
     from tempo_cli.data.datasets import resolve_dataset
     from tempo_cli.data.labelled import class_names
     from tempo_cli.models.checkpoint import save_checkpoint

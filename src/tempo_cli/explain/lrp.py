@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from tempo_cli.explain import figures
-from tempo_cli.explain.attribution import heatmaps
+from tempo_cli.explain.heatmap_cache import cached_heatmaps
 from tempo_cli.explain.inputs import ExplainInputs, load_inputs
 from tempo_cli.report.progress import ProgressBar, log
 from tempo_cli.report.run_dir import RunDir
@@ -111,8 +111,8 @@ def run(settings: ExplainLrpSettings) -> dict[str, Any]:
     with ProgressBar(n * len(models), f"{settings.method} heatmaps", settings.quiet) as bar:
         for model in models:
             model.to(device)
-            maps, preds = heatmaps(
-                model.classifier,
+            maps, preds = cached_heatmaps(  # relevance's, when it ran first (or computed)
+                model,
                 pixels,
                 settings.method,
                 settings.batch_size,

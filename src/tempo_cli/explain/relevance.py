@@ -35,7 +35,7 @@ from tempo_cli.data.labelled import LabelledSplit
 from tempo_cli.data.transforms import NEAREST, resize_crop
 from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.explain import figures
-from tempo_cli.explain.attribution import heatmaps
+from tempo_cli.explain.heatmap_cache import cached_heatmaps
 from tempo_cli.explain.inputs import load_inputs
 from tempo_cli.models.classifier import LoadedClassifier
 from tempo_cli.report.progress import ProgressBar, log
@@ -215,8 +215,8 @@ def _model_rr(
     masks: bool (len(keep), S, S), the hand masks of the images `keep`.
     """
     model.to(device)
-    maps, preds = heatmaps(
-        model.classifier,
+    maps, preds = cached_heatmaps(  # lrp's, when it ran first on these images (or computed)
+        model,
         images.pixels(keep),
         settings.method,
         settings.batch_size,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from tempo_cli.settings.base import (
@@ -211,6 +211,33 @@ class EvalHeadSettings(EvalSettings):
         description="Write backbone + the best run's linear head + class names here (a "
         "classifier for `tempo explain`); several results get -<checkpoint>-<N> suffixes.",
     )
+    save_samples_pc: str | None = Field(
+        None,
+        description="The one --samples-pc value whose result --save-model writes (e.g. "
+        "full); default: every value's.",
+    )
+
+    @field_validator("save_samples_pc", mode="before")
+    @classmethod
+    def _one_saved_samples_pc(cls, value: Any) -> str | None:
+        token = _canonical_samples_pc(value)
+        if token is not None and "," in token:
+            raise ValueError("one value of --samples-pc, e.g. full")
+        return token
+
+    @field_validator("save_samples_pc")
+    @classmethod
+    def _saved_samples_pc_evaluated(cls, value: str | None, info: ValidationInfo) -> str | None:
+        swept = str(info.data.get("samples_pc") or "").split(",")
+        if value is not None and "samples_pc" in info.data and value not in swept:
+            raise ValueError(f"one value of --samples-pc ({','.join(swept)})")
+        return value
+
+    def saves(self, samples_pc: int | None) -> bool:
+        """Whether --save-model writes the result at `samples_pc` (None = full)."""
+        return self.save_samples_pc is None or parse_samples_pc(self.save_samples_pc) == [
+            samples_pc
+        ]
 
 
 # Said once, for the fields whose defaults differ between linear and semisup.

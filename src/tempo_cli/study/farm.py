@@ -74,8 +74,8 @@ def dependencies(plan: list[PlannedStage]) -> list[int | None]:
     for i, p in enumerate(plan):
         reads = p.record.reads
         deps.append(makers.get((p.arm.name, p.repeat, reads)) if reads else None)
-        if p.record.provides:
-            makers[(p.arm.name, p.repeat, p.record.provides[0])] = i
+        if p.provides:
+            makers[(p.arm.name, p.repeat, p.provides[0])] = i
     return deps
 
 

@@ -47,6 +47,8 @@ class PlannedStage:
     repeat: int | None
     folder: Path
     settings: CommandSettings
+    #: (what, file) it writes for the arm's later stages (`Stage.provides_for`).
+    provides: tuple[str, str] | None = None
 
     @property
     def stage(self) -> str:
@@ -88,16 +90,17 @@ def plan_study(study: Study, quiet: bool = False, debug: bool = False) -> list[P
             base = f"{study.name}/{arm.folder}" + ("" if repeat is None else f"/seed-{repeat}")
             reads: dict[str, str | None] = {"backbone": arm.path}
             for stage in (s for s in STAGES.values() if s.wanted(study, arm)):
-                if stage.once and repeat not in (None, 0):
+                if (stage.once and repeat not in (None, 0)) or stage.made_by(study):
                     continue
                 folder = root / base / stage.name
                 path = reads[stage.reads] if stage.reads else None
                 inputs = StageInputs(f"{base}/{stage.name}", folder, path, quiet, debug)
                 settings = stage.settings_for(study, arm, repeat, inputs)
                 stage.check(settings)
-                plan.append(PlannedStage(stage, arm, repeat, folder, settings))
-                if stage.provides:
-                    what, file = stage.provides
+                provides = stage.provides_for(study, arm)
+                plan.append(PlannedStage(stage, arm, repeat, folder, settings, provides))
+                if provides:
+                    what, file = provides
                     reads[what] = str(folder / file)
     return plan
 

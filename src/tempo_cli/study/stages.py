@@ -24,7 +24,12 @@ from tempo_cli.errors import TempoError, UsageError
 from tempo_cli.settings.base import CommandSettings, load_settings
 from tempo_cli.settings.data import DataCheckSettings
 from tempo_cli.settings.embed import EmbedSettings
-from tempo_cli.settings.evaluate import EvalKnnSettings, EvalLinearSettings, EvalSemisupSettings
+from tempo_cli.settings.evaluate import (
+    EvalKnnSettings,
+    EvalLinearSettings,
+    EvalSemisupSettings,
+    parse_samples_pc,
+)
 from tempo_cli.settings.explain import (
     ExplainAdversarialSettings,
     ExplainLrpSettings,
@@ -110,6 +115,14 @@ class Stage(Generic[S]):
     def wanted(self, study: Study, arm: Arm) -> bool:
         """Whether this arm runs the stage."""
         return self.name in study.stages
+
+    def made_by(self, study: Study) -> str | None:
+        """The stage that makes what this one would (so this one is not planned), or None."""
+        return None
+
+    def provides_for(self, study: Study, arm: Arm) -> tuple[Input, str] | None:
+        """(what, file) this stage writes for the arm's later stages (see `provides`)."""
+        return self.provides
 
     # --- planning ---------------------------------------------------------------------
 
@@ -248,9 +261,45 @@ class ClassifierStage(Stage[EvalLinearSettings]):
         values["save_model"] = str(inputs.folder / CLASSIFIER_FILE)
         return values
 
+    def made_by(self, study: Study) -> str | None:
+        """`linear` when its sweep trains this very probe (the same options, the budget in
+        its samples_pc, the same labelled images): it saves it, trained once."""
+        linear, own = study.stage_options.get("linear"), study.stage_options.get("classifier")
+        if "linear" not in study.stages or linear is None or own is None:
+            return None
+        probe = {k: v for k, v in linear.items() if k not in _PER_SWEEP}
+        at = parse_samples_pc(study.classifier_samples_pc)[0]
+        drawn_anew = bool(linear.get("resample_labels")) and at is not None
+        same = own == probe and at in _swept(linear["samples_pc"]) and not drawn_anew
+        return "linear" if same else None
+
 
 #: Linear options that describe the sweep, not the probe the classifier stage trains.
 _PER_SWEEP = ("samples_pc", "resample_labels")
+
+
+def _swept(samples_pc: Any) -> list[int | None]:
+    """A study table's samples_pc (a string or a TOML list) as [N, ..., None = full]."""
+    items = samples_pc if isinstance(samples_pc, list) else [samples_pc]
+    return parse_samples_pc(",".join(str(v) for v in items))
+
+
+class LinearStage(Stage[EvalLinearSettings]):
+    """The linear sweep; it also saves the arm's classifier (the explanation stages' input)
+    when the classifier stage's probe is one of its own (`ClassifierStage.made_by`)."""
+
+    def provides_for(self, study: Study, arm: Arm) -> tuple[Input, str] | None:
+        classifier = STAGES["classifier"]
+        if classifier.wanted(study, arm) and classifier.made_by(study) == self.name:
+            return ("classifier", CLASSIFIER_FILE)
+        return None
+
+    def values(self, study: Study, arm: Arm, repeat: int | None, inputs: StageInputs) -> dict:
+        values = super().values(study, arm, repeat, inputs)
+        if self.provides_for(study, arm):
+            values["save_model"] = str(inputs.folder / CLASSIFIER_FILE)
+            values["save_samples_pc"] = study.classifier_samples_pc
+        return values
 
 
 class RelevanceStage(Stage[ExplainRelevanceSettings]):
@@ -299,7 +348,7 @@ STAGES: dict[str, Stage[Any]] = {
                       provides=("backbone", MODEL_FILE), internal=True, resumes=True),
         ClassifierStage("classifier", EvalLinearSettings, _EVAL, path_list=True,
                         provides=("classifier", CLASSIFIER_FILE), internal=True),
-        Stage("linear", EvalLinearSettings, _EVAL, path_list=True, defaults=_SWEEP),
+        LinearStage("linear", EvalLinearSettings, _EVAL, path_list=True, defaults=_SWEEP),
         Stage("semisup", EvalSemisupSettings, _EVAL, path_list=True, defaults=_SWEEP),
         Stage("knn", EvalKnnSettings, _EVAL, path_list=True, defaults=_SWEEP),
         Stage("embed", EmbedSettings, "tempo_cli.embed.run:run_embed", path_list=True,

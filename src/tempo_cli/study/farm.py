@@ -135,13 +135,18 @@ class Farm:
             self.raise_failed()
             time.sleep(POLL)
 
-    def settle(self, seconds: float = 5.0) -> str | None:
-        """The failure another rank posts within `seconds` (a DDP peer's error reaches this
-        rank as a broken collective, before or after its line), else None."""
+    def settle(self, unit: int, seconds: float = 5.0) -> tuple[str, str] | None:
+        """Why DDP unit `unit`'s group broke off, as a peer posts it within `seconds` (its
+        error reaches this rank as a broken collective, before its line): ("failed", the
+        failure's line) or ("interrupted", the peer's rank); None when nobody says."""
         deadline = time.monotonic() + seconds
-        while (line := self.failure or self.failed()) is None and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if (line := self.failure or self.failed()) is not None:
+                return "failed", line
+            if self.store.check([f"ddp/{unit}/interrupted"]):
+                return "interrupted", self.store.get(f"ddp/{unit}/interrupted").decode()
             time.sleep(POLL)
-        return line
+        return None
 
     def wait_count(self, key: str, count: int) -> None:
         while int(self.store.add(key, 0)) < count:
@@ -271,7 +276,7 @@ def _work(
                 continue
             i, p = order[k], plan[order[k]]
             line = f"{clock.line(k + 1, ordered)} · ranks {', '.join(map(str, ranks))}"
-            with _guarded(farm, p, ddp=True):
+            with _guarded(farm, p, ddp_unit=i):
                 seconds = run_ddp_unit(
                     farm, p, i, ranks, p.stage in forced, line, quiet, ctrl_c
                 )  # fmt: skip
@@ -293,16 +298,19 @@ def _work(
 
 
 @contextlib.contextmanager
-def _guarded(farm: Farm, p: PlannedStage, ddp: bool = False) -> Iterator[None]:
+def _guarded(farm: Farm, p: PlannedStage, ddp_unit: int | None = None) -> Iterator[None]:
     """One unit's failures as the farm reports them: Ctrl-C (130), this rank's failure
-    posted to the others, another rank's failure (`rank Q stopped: ...`). In a DDP group a
-    peer's failure may reach this rank first as a broken collective (`ddp`)."""
+    posted to the others, another rank's failure (`rank Q stopped: ...`). In a DDP group
+    (`ddp_unit`: the unit's index) a peer's stop may reach this rank first as a broken
+    collective: an interrupted rank says so to its group, the others wait for its word."""
     rank = farm.info.rank
     try:
         yield
     except (KeyboardInterrupt, Interrupted) as e:
         if farm.failure is not None:
             raise TempoError(f"rank {rank} stopped: {farm.failure}") from None
+        if ddp_unit is not None:
+            farm.store.set(f"ddp/{ddp_unit}/interrupted", str(rank))
         raise Interrupted(
             f"rank {rank}: interrupted in {p.label} {p.stage}; rerun the same command "
             "(with any number of processes) to continue"
@@ -315,7 +323,14 @@ def _guarded(farm: Farm, p: PlannedStage, ddp: bool = False) -> Iterator[None]:
         farm.fail(line)
         raise TempoError(line) from e
     except Exception as e:  # a bug: the others stop too, the traceback stays here
-        if ddp and (posted := farm.settle()) is not None:
-            raise TempoError(f"rank {rank} stopped: {posted}") from None
+        said = farm.settle(ddp_unit) if ddp_unit is not None else None
+        if said is not None and said[0] == "failed":
+            raise TempoError(f"rank {rank} stopped: {said[1]}") from None
+        if said is not None:
+            raise Interrupted(
+                f"rank {rank}: stopped in {p.label} {p.stage}, rank {said[1]} of its DDP group "
+                "was interrupted; rerun the same command (with any number of processes) to "
+                "continue"
+            ) from None
         farm.fail(f"rank {rank} failed in {p.label} {p.stage}: {type(e).__name__}: {e}")
         raise

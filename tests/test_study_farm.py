@@ -200,6 +200,7 @@ def test_ddp_pretraining_on_two_ranks_equals_torchrun_pretrain(
     record = json.loads((stage / "stage.json").read_text())
     assert record["complete"] and record["rank"] == 0 and record["ddp_ranks"] == [0, 1], record
     assert "ddp: 1 pre-training(s) on 2 processes each" in err
+    assert len(list(stage.glob("events.out.tfevents.*"))) == 1  # rank 1 wrote nothing
 
     # The same settings through `torchrun --nproc-per-node 2 -m tempo_cli pretrain`.
     settings = json.loads((stage / "config.json").read_text())

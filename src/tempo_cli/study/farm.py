@@ -143,8 +143,8 @@ class Farm:
         while time.monotonic() < deadline:
             if (line := self.failure or self.failed()) is not None:
                 return "failed", line
-            if self.store.check([f"ddp/{unit}/interrupted"]):
-                return "interrupted", self.store.get(f"ddp/{unit}/interrupted").decode()
+            if self.store.check([key := f"ddp/{unit}/interrupted"]):
+                return "interrupted", self.store.get(key).decode()
             time.sleep(POLL)
         return None
 

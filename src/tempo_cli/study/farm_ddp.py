@@ -112,9 +112,11 @@ def _run_member(farm: Farm, p: PlannedStage, index: int, ctrl_c: InterruptSeen) 
     the member's output is dropped (the leader's is the stage's)."""
     from tempo_cli.study.farm import POLL
 
-    key = _key(index, "start")
+    key, stopped = _key(index, "start"), _key(index, "interrupted")
     while not farm.store.check([key]):
         farm.raise_failed()
+        if farm.store.check([stopped]):  # the leader was interrupted before it decided
+            raise KeyboardInterrupt
         time.sleep(POLL)
     decision = farm.store.get(key).decode()
     if decision == "skip":

@@ -1,6 +1,7 @@
 """`torchrun --nproc-per-node 2 -m tempo_cli study` (study.farm) on CPU (gloo's store):
 the units spread over the ranks, the same study.json as one process, Ctrl-C and a rerun
-with another number of processes, a failing rank stopping the other.
+with another number of processes, a failing rank stopping the other; `ddp = true`: both
+ranks train the one pre-training together, as `torchrun ... pretrain` would.
 
 The study is test_study_run's tiny one (a 3-step pre-training arm `tempo` and `random`;
 linear + knn at 32 px).
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -154,3 +156,73 @@ def test_a_failing_rank_stops_the_other_with_one_line(tmp_path: Path, demo_root:
     before_torchrun = err.split("torch/distributed/elastic")[0]
     assert "Traceback" not in before_torchrun
     assert not (runs / "tiny/study.json").exists()
+
+
+def test_ddp_groups_are_equal_contiguous_blocks_that_split_the_batch() -> None:
+    from tempo_cli.study.farm_ddp import ddp_groups
+
+    assert ddp_groups(2, [32]) == [(0, 1)]
+    assert ddp_groups(8, [256, 256]) == [(0, 1, 2, 3), (4, 5, 6, 7)]  # one machine each
+    assert ddp_groups(5, [256, 256]) == [(0, 1), (2, 3)]  # rank 4 spare: equal groups
+    assert ddp_groups(7, [256, 256]) == [(0, 1), (2, 3)]  # 3 does not divide 256
+    assert ddp_groups(4, [6]) == [(0, 1, 2)]
+    assert ddp_groups(4, [2]) == []  # >= 2 pairs per process
+    assert ddp_groups(3, [32, 32]) == []  # one process each: the farm as without ddp
+    assert ddp_groups(4, []) == []
+
+
+def _model_tensors(path: Path) -> dict[str, Any]:
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return {f"{part}.{k}": v for part in ("backbone", "head") for k, v in saved[part].items()}
+
+
+def _same_tensors(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_ddp_pretraining_on_two_ranks_equals_torchrun_pretrain(
+    tmp_path: Path, demo_root: Path
+) -> None:
+    from tempo_cli.study.toml_text import toml_value
+
+    config = write_study(tmp_path, stages=("knn",))
+    config.write_text("ddp = true\n" + config.read_text())
+    runs = tmp_path / "runs"
+    proc = _farm(config, runs, tmp_path)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    stage = runs / "tiny/tempo/pretrain"
+    record = json.loads((stage / "stage.json").read_text())
+    assert record["complete"] and record["rank"] == 0 and record["ddp_ranks"] == [0, 1], record
+    assert "ddp: 1 pre-training(s) on 2 processes each" in err
+    assert len(list(stage.glob("events.out.tfevents.*"))) == 1  # rank 1 wrote nothing
+
+    # The same settings through `torchrun --nproc-per-node 2 -m tempo_cli pretrain`.
+    settings = json.loads((stage / "config.json").read_text())
+    own = {"command", "name", "quiet", "debug", "resume", "save_model"}
+    lines = [
+        f"{k} = {toml_value(v)}" for k, v in settings.items() if k not in own and v is not None
+    ]
+    (tmp_path / "pretrain.toml").write_text("\n".join(lines) + "\n")
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "tempo_cli", "pretrain", "--config", "pretrain.toml", "--name", "plain",
+    ]  # fmt: skip
+    plain = tmp_path / "plain"
+    r = subprocess.run(args, env=_env(plain), capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    ddp = _model_tensors(stage / "model.pt")
+    assert _same_tensors(ddp, _model_tensors(plain / "plain/model.pt"))
+
+    # One process: another group size, so the pre-training reruns from its start (its
+    # numbers differ: one process's BatchNorm sees the whole batch).
+    err = _one(config, runs, tmp_path)
+    assert "skip tempo pretrain" not in err and "resuming" not in err
+    assert "skip random knn: done" in err
+    assert "ddp_ranks" not in json.loads((stage / "stage.json").read_text())
+    assert not _same_tensors(ddp, _model_tensors(stage / "model.pt"))

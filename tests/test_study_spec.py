@@ -83,11 +83,14 @@ def test_show_preset_prints_a_study_file_that_loads_as_the_preset(cli: Any, tmp_
 def test_resolved_study_file_round_trips(tmp_path: Path) -> None:
     study = load_study(config=_write(tmp_path, TINY + '\n[linear]\nlr = "0.01,0.1"\n'))
     assert study.name == "tiny"  # the file's stem
+    assert study.ddp is False  # the default; `ddp = true` round-trips too (below)
     assert study.stage_options["linear"]["samples_pc"] == DEFAULT_SAMPLES_PC
     text = study.to_toml()
     tomllib.loads(text)
     again = load_study(config=_write(tmp_path, text, "resolved.toml"), name="tiny")
     assert again.to_dict() | {"origin": ""} == study.to_dict() | {"origin": ""}
+    ddp = load_study(config=_write(tmp_path, "ddp = true\n" + TINY, "ddp.toml"))
+    assert ddp.ddp is True and "ddp = true" in ddp.to_toml() and ddp.to_dict()["ddp"] is True
 
 
 def test_names_defaults_and_arm_folders(tmp_path: Path) -> None:
@@ -112,6 +115,7 @@ BAD: list[tuple[str, str, str]] = [
     ("pretrain option", TINY.replace("proximity = 5", "proximity = -1"), "proximity"),
     ("repeats", TINY.replace('source = "random"', 'source = "random"\nrepeats = 2'), "repeats"),
     ("arm key", TINY.replace('source = "random"', 'source = "random"\nseeds = 2'), "seeds"),
+    ("ddp", 'ddp = "yes"\n' + TINY, "ddp"),
 ]
 
 

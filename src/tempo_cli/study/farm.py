@@ -18,19 +18,26 @@ model.pt, the classifier) waits for it.
   130; a rerun with any number of processes continues from the stage folders).
 - A failing rank stops the others: it posts one line naming itself and the stage; every
   other rank's watcher interrupts its own stage and exits 1 with that line.
+- `ddp = true` and more ranks than pre-trainings: groups of ranks train the pre-trainings
+  together by DDP first (study.farm_ddp), then every rank claims evaluation units.
 """
 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import cast
 
 from tempo_cli.errors import Interrupted, TempoError
 from tempo_cli.report.progress import log
+from tempo_cli.settings.pretrain import PretrainSettings
+from tempo_cli.study.farm_ddp import ddp_groups, run_ddp_unit
 from tempo_cli.study.runner import Clock, PlannedStage, run_stage
 from tempo_cli.training.stop import InterruptSeen
 
@@ -118,22 +125,35 @@ class Farm:
     def wait_done(self, index: int) -> None:
         """Until unit `index` is done (by any rank); TempoError when a rank failed."""
         while not self.store.check([f"done/{index}"]):
-            self._raise_failed()
+            self.raise_failed()
             time.sleep(POLL)
 
     def gather(self, key: str, count: int) -> None:
         """A barrier on a counter: add 1, then wait until `count` arrived."""
         self.store.add(key, 1)
         while int(self.store.add(key, 0)) < count:
-            self._raise_failed()
+            self.raise_failed()
             time.sleep(POLL)
+
+    def settle(self, unit: int, seconds: float = 5.0) -> tuple[str, str] | None:
+        """Why DDP unit `unit`'s group broke off, as a peer posts it within `seconds` (its
+        error reaches this rank as a broken collective, before its line): ("failed", the
+        failure's line) or ("interrupted", the peer's rank); None when nobody says."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if (line := self.failure or self.failed()) is not None:
+                return "failed", line
+            if self.store.check([key := f"ddp/{unit}/interrupted"]):
+                return "interrupted", self.store.get(key).decode()
+            time.sleep(POLL)
+        return None
 
     def wait_count(self, key: str, count: int) -> None:
         while int(self.store.add(key, 0)) < count:
-            self._raise_failed()
+            self.raise_failed()
             time.sleep(POLL)
 
-    def _raise_failed(self) -> None:
+    def raise_failed(self) -> None:
         line = self.failed()
         if line is not None:
             self.failure = line
@@ -188,9 +208,11 @@ def _sigterm_as_ctrl_c() -> None:
         signal.signal(signal.SIGTERM, lambda s, f: signal.raise_signal(signal.SIGINT))
 
 
-def run_farm(info: FarmInfo, plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> bool:
-    """Run this rank's share of `plan`; True on rank 0 once every rank is done (it then
-    writes study.json and the reports), False on the others."""
+def run_farm(
+    info: FarmInfo, plan: list[PlannedStage], forced: frozenset[str], quiet: bool, ddp: bool
+) -> bool:
+    """Run this rank's share of `plan` (`ddp`: the study's key); True on rank 0 once every
+    rank is done (it then writes study.json and the reports), False on the others."""
     farm = Farm(info)
     _sigterm_as_ctrl_c()
     if info.local_rank == 0:
@@ -202,10 +224,11 @@ def run_farm(info: FarmInfo, plan: list[PlannedStage], forced: frozenset[str], q
         farm.store.add("prepared", 1)
     farm.wait_count("prepared", info.nodes)
     _one_process_env(info)
+    groups = _groups(info, plan, quiet) if ddp else []
     watcher = Watcher(farm)
     watcher.start()
     try:
-        _work(farm, plan, forced, quiet)
+        _work(farm, plan, forced, quiet, groups)
         farm.gather("finished", info.world_size)
     except KeyboardInterrupt:  # between two units, or waiting for the others
         if farm.failure is not None:
@@ -219,37 +242,95 @@ def run_farm(info: FarmInfo, plan: list[PlannedStage], forced: frozenset[str], q
     return info.rank == 0
 
 
-def _work(farm: Farm, plan: list[PlannedStage], forced: frozenset[str], quiet: bool) -> None:
-    """Claim and run units until none is left."""
+def _groups(info: FarmInfo, plan: list[PlannedStage], quiet: bool) -> list[tuple[int, ...]]:
+    """The DDP groups of the pre-trainings (study.farm_ddp), said once by rank 0."""
+    units = [plan[i] for i in unit_order(plan) if plan[i].record.resumes]
+    groups = ddp_groups(
+        info.world_size, [cast(PretrainSettings, p.settings).batch_size for p in units]
+    )
+    if groups:
+        spare = info.world_size - sum(len(g) for g in groups)
+        log(f"ddp: {len(groups)} pre-training(s) on {len(groups[0])} processes each"
+            + (f", {spare} rank(s) spare" if spare else ""), quiet or info.rank != 0)  # fmt: skip
+    elif units:
+        log("ddp: too few processes per pre-training (or batch sizes that do not split); "
+            "each runs on one process", quiet or info.rank != 0)  # fmt: skip
+    return groups
+
+
+def _work(
+    farm: Farm,
+    plan: list[PlannedStage],
+    forced: frozenset[str],
+    quiet: bool,
+    groups: list[tuple[int, ...]],
+) -> None:
+    """This rank's DDP pre-training (if in a group), then claim and run units until none is
+    left (past the pre-trainings when they ran in groups)."""
     deps, order = dependencies(plan), unit_order(plan)
     ordered = [plan[i] for i in order]
     clock, rank = Clock(), farm.info.rank
     with InterruptSeen() as ctrl_c:
-        while (k := farm.claim()) < len(order):
+        for k, ranks in enumerate(groups):
+            if rank not in ranks:
+                continue
             i, p = order[k], plan[order[k]]
-            try:
-                if deps[i] is not None:
-                    farm.wait_done(deps[i])
+            line = f"{clock.line(k + 1, ordered)} · ranks {', '.join(map(str, ranks))}"
+            with _guarded(farm, p, ddp_unit=i):
+                seconds = run_ddp_unit(
+                    farm, p, i, ranks, p.stage in forced, line, quiet, ctrl_c
+                )  # fmt: skip
+            if rank == ranks[0]:
+                farm.done(i)
+            if seconds is not None:
+                clock.ran.setdefault(p.stage, []).append(seconds)
+        while (k := farm.claim() + len(groups)) < len(order):
+            i, p = order[k], plan[order[k]]
+            with _guarded(farm, p):
+                if (dep := deps[i]) is not None:
+                    farm.wait_done(dep)
                 line = f"{clock.line(k + 1, ordered)} · rank {rank}"
                 seconds = run_stage(p, p.stage in forced, line, quiet, ctrl_c, rank=rank)
-            except (KeyboardInterrupt, Interrupted) as e:
-                if farm.failure is not None:
-                    raise TempoError(f"rank {rank} stopped: {farm.failure}") from None
-                raise Interrupted(
-                    f"rank {rank}: interrupted in {p.label} {p.stage}; rerun the same command "
-                    "(with any number of processes) to continue"
-                ) from e
-            except TempoError as e:
-                if farm.failure is not None:
-                    raise TempoError(f"rank {rank} stopped: {farm.failure}") from None
-                line = f"rank {rank} failed in {p.label} {p.stage}: {e}"
-                farm.failure = line
-                farm.fail(line)
-                raise TempoError(line) from e
-            except Exception as e:  # a bug: the others stop too, the traceback stays here
-                farm.fail(f"rank {rank} failed in {p.label} {p.stage}: {type(e).__name__}: {e}")
-                raise
             farm.done(i)
             if seconds is not None:
                 clock.ran.setdefault(p.stage, []).append(seconds)
     log(f"rank {rank}: no unit left", quiet)
+
+
+@contextlib.contextmanager
+def _guarded(farm: Farm, p: PlannedStage, ddp_unit: int | None = None) -> Iterator[None]:
+    """One unit's failures as the farm reports them: Ctrl-C (130), this rank's failure
+    posted to the others, another rank's failure (`rank Q stopped: ...`). In a DDP group
+    (`ddp_unit`: the unit's index) a peer's stop may reach this rank first as a broken
+    collective: an interrupted rank says so to its group, the others wait for its word."""
+    rank = farm.info.rank
+    try:
+        yield
+    except (KeyboardInterrupt, Interrupted) as e:
+        if farm.failure is not None:
+            raise TempoError(f"rank {rank} stopped: {farm.failure}") from None
+        if ddp_unit is not None:
+            farm.store.set(f"ddp/{ddp_unit}/interrupted", str(rank))
+        raise Interrupted(
+            f"rank {rank}: interrupted in {p.label} {p.stage}; rerun the same command "
+            "(with any number of processes) to continue"
+        ) from e
+    except TempoError as e:
+        if farm.failure is not None:
+            raise TempoError(f"rank {rank} stopped: {farm.failure}") from None
+        line = f"rank {rank} failed in {p.label} {p.stage}: {e}"
+        farm.failure = line
+        farm.fail(line)
+        raise TempoError(line) from e
+    except Exception as e:  # a bug: the others stop too, the traceback stays here
+        said = farm.settle(ddp_unit) if ddp_unit is not None else None
+        if said is not None and said[0] == "failed":
+            raise TempoError(f"rank {rank} stopped: {said[1]}") from None
+        if said is not None:
+            raise Interrupted(
+                f"rank {rank}: stopped in {p.label} {p.stage}, rank {said[1]} of its DDP group "
+                "was interrupted; rerun the same command (with any number of processes) to "
+                "continue"
+            ) from None
+        farm.fail(f"rank {rank} failed in {p.label} {p.stage}: {type(e).__name__}: {e}")
+        raise

@@ -2,11 +2,15 @@
 
 A stage's fingerprint is the sha256 of its resolved settings (minus the fields that say how
 it runs, not what it computes) and of the content of the file it reads (the pre-training's
-model.pt, the classifier.pt, the arm's checkpoint). A rerun skips a stage whose record is
+model.pt, the classifier.pt, the arm's checkpoint), and, for a pre-training that several
+processes ran by DDP (a study's `ddp = true`), their number: its numbers depend on it. A
+rerun skips a stage whose record is
 complete with the same fingerprint; any other change (an option, a new model.pt) reruns it.
 
 stage.json = {"stage", "arm", "repeat" (k or null), "fingerprint", "complete": bool,
-"seconds" (wall time of the stage's last run), "skipped": reason (only when not run)}.
+"seconds" (wall time of the stage's last run), "skipped": reason (only when not run), "rank"
+(the process that ran it, study.farm), "ddp_ranks" (a DDP pre-training's processes: only
+then)}.
 """
 
 from __future__ import annotations
@@ -51,12 +55,17 @@ def file_hash(path: Path | None) -> str | None:
     return _hashes[key]
 
 
-def fingerprint(settings: CommandSettings, input_file: Path | None, root: Path) -> str:
-    """sha256 of the stage's settings and input content; paths under `root` (the runs
-    folder) are written relative to it, so a moved runs folder keeps its fingerprints."""
+def fingerprint(
+    settings: CommandSettings, input_file: Path | None, root: Path, processes: int = 1
+) -> str:
+    """sha256 of the stage's settings and input content (and of the number of `processes`
+    when several trained it together); paths under `root` (the runs folder) are written
+    relative to it, so a moved runs folder keeps its fingerprints."""
     values = {k: v for k, v in settings.to_json_dict().items() if k not in RUNTIME_FIELDS}
     text = json.dumps(values, sort_keys=True, default=str).replace(str(root), "<runs>")
-    key = {"settings": text, "input": file_hash(input_file)}
+    key: dict[str, Any] = {"settings": text, "input": file_hash(input_file)}
+    if processes > 1:  # one process keeps the fingerprints of before `ddp` existed
+        key["processes"] = processes
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 

@@ -20,7 +20,7 @@ import contextlib
 import io
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ def run_study(settings: StudySettings) -> dict[str, Any]:
     started = time.perf_counter()
     if farm is None:
         run_plan(plan, forced, settings.quiet)
-    elif not run_farm(farm, plan, forced, settings.quiet):
+    elif not run_farm(farm, plan, forced, settings.quiet, study.ddp):
         return {}  # not rank 0: rank 0 writes study.json
     data = finish(study, study_dir, settings.quiet)
     log(f"study {study.name} done in {_clock(time.perf_counter() - started)}", settings.quiet)
@@ -112,6 +112,16 @@ def _forced(force: list[str], plan: list[PlannedStage]) -> frozenset[str]:
         if name not in present:
             raise UsageError("--force", name, "stages of this study: " + ", ".join(present))
     return frozenset(force)
+
+
+@dataclass(frozen=True)
+class DdpRun:
+    """A pre-training run by a DDP group of processes (study.farm), seen by its leader:
+    their global `ranks` and `start`, called with the settings the members run (those of a
+    resume included) or None when the stage is skipped."""
+
+    ranks: tuple[int, ...]
+    start: Callable[[CommandSettings | None], None]
 
 
 @dataclass
@@ -184,18 +194,24 @@ def run_stage(
     quiet: bool,
     ctrl_c: InterruptSeen | None = None,
     rank: int = 0,
+    ddp: DdpRun | None = None,
 ) -> float | None:
     """Skip, resume or run one stage; returns its wall time when it ran, None when skipped.
 
-    `rank`: the process that runs it (study.farm), recorded in stage.json. A stage that saw
+    `rank`: the process that runs it (study.farm), recorded in stage.json. `ddp`: a
+    pre-training this process leads in a DDP group (study.farm): its ranks are recorded and
+    fingerprinted, and `ddp.start` tells the members what was decided. A stage that saw
     a Ctrl-C (`ctrl_c.seen`) is never recorded complete, even when its
     command swallowed the KeyboardInterrupt and returned: it raises KeyboardInterrupt."""
     stage = p.record
-    key = fp.fingerprint(p.settings, stage.input_file(p.settings), places.runs_dir())
+    processes = len(ddp.ranks) if ddp is not None else 1
+    key = fp.fingerprint(p.settings, stage.input_file(p.settings), places.runs_dir(), processes)
     record = fp.read_record(p.folder)
     if not force and fp.is_done(record, key, p.folder) and not _newly_runnable(p, record):
         log(f"{line.split(' ', 1)[0]} skip {escape(p.label)} {p.stage}: done, settings and "
             "inputs unchanged", quiet)  # fmt: skip
+        if ddp is not None:
+            ddp.start(None)
         return None
     log(line, quiet)
     settings = p.settings
@@ -206,12 +222,16 @@ def run_stage(
         settings = settings.model_copy(update={"resume": last})
     elif p.folder.exists():
         shutil.rmtree(p.folder)  # changed settings or inputs, forced, or never finished
-    status = {
+    status: dict[str, Any] = {
         "stage": p.stage, "arm": p.arm.name, "repeat": p.repeat, "fingerprint": key, "rank": rank,
     }  # fmt: skip
+    if ddp is not None:
+        status["ddp_ranks"] = list(ddp.ranks)
     fp.write_record(p.folder, {**status, "complete": False, "seconds": None})
     started = time.perf_counter()
     reason = stage.skip_reason(settings)
+    if ddp is not None:
+        ddp.start(settings if reason is None else None)
     if reason is None:
         with _stage_output(p.folder):
             stage.run(settings)

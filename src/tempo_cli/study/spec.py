@@ -2,7 +2,8 @@
 
 A study file (TOML; a preset is one shipped in `study/presets/`) holds top-level keys
 (`name`, `data`, `labelled`, `backbone`, `image_size`, `seed`, `device`, `stages`,
-`baseline`, `classifier_samples_pc`, and the split of `labelled` where it has none:
+`baseline`, `classifier_samples_pc`, `ddp` (spare torchrun ranks join the pre-trainings:
+study.farm), and the split of `labelled` where it has none:
 `split_fractions`, `split_seed`, `group_by`, set once for every stage: docs/data.md), a
 `[pretrain]` table shared by every pre-training arm, one `[arms.NAME]` table per arm,
 and one table per stage (`[linear]`, `[knn]`, ...) of options of that stage's command
@@ -41,7 +42,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _STUDY_KEYS = (
     "name", "description", "data", "labelled", "backbone", "image_size", "seed", "device",
     "stages", "baseline", "classifier_samples_pc", "arms",
-    "split_fractions", "split_seed", "group_by",
+    "split_fractions", "split_seed", "group_by", "ddp",
 )  # fmt: skip
 
 
@@ -69,6 +70,9 @@ class Study:
     description: str = ""
     #: split_fractions, split_seed, group_by: how `labelled` is split (every stage's).
     split: dict[str, Any] = field(default_factory=dict)
+    #: Under torchrun, ranks beyond the pre-trainings join them by DDP (study.farm); one
+    #: process: no effect.
+    ddp: bool = False
 
     def arm(self, name: str) -> Arm:
         for a in self.arms:
@@ -91,6 +95,7 @@ class Study:
             "stages": list(self.stages),
             "baseline": self.baseline,
             "classifier_samples_pc": self.classifier_samples_pc,
+            "ddp": self.ddp,
             **{k: v for k, v in self.split.items() if v is not None},
             "arms": [a.to_dict() for a in self.arms],
             "stage_options": {k: dict(v) for k, v in self.stage_options.items()},
@@ -172,8 +177,8 @@ DEFAULT_IMAGE_SIZE = 128
 
 
 def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
-    """data, labelled, backbone, image_size, seed, device, classifier_samples_pc and the split
-    options: validated as the commands validate them."""
+    """data, labelled, backbone, image_size, seed, device, classifier_samples_pc, ddp and the
+    split options: validated as the commands validate them."""
     from tempo_cli.settings.data import SplitSettings
     from tempo_cli.settings.evaluate import EvalLinearSettings
     from tempo_cli.settings.pretrain import PretrainSettings
@@ -193,7 +198,10 @@ def _top_values(data: dict[str, Any], device: str | None) -> dict[str, Any]:
     split_keys = ("split_fractions", "split_seed", "group_by")
     given = {k: data[k] for k in split_keys if k in data}
     split = settings_from(SplitSettings, given, "")
+    ddp = data.get("ddp", False)
+    need(isinstance(ddp, bool), "ddp", ddp, "true or false")
     return {
+        "ddp": ddp,
         "split": {k: getattr(split, k) for k in split_keys},
         "data": values["data"],
         "labelled": str(data.get("labelled", values["data"])),

@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
 
+#: Events a SummaryWriter queues for its writer thread. The default, 10, blocks the caller
+#: on nearly every event of a long curve (linear eval writes 3,000 steps per result): 4.65 s
+#: against 1.57 s for 36,000 events (`python benchmarks/tensorboard_queue.py`); the same
+#: events reach the same file, flushed as often (every 120 s and at close).
+TENSORBOARD_QUEUE = 4096
+
+
 class RunDir:
     """`runs/<name>/` for one command invocation."""
 
@@ -61,7 +68,8 @@ class RunDir:
         if sub not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writers[sub] = SummaryWriter(log_dir=str(self.path / sub if sub else self.path))
+            log_dir = str(self.path / sub if sub else self.path)
+            self._writers[sub] = SummaryWriter(log_dir=log_dir, max_queue=TENSORBOARD_QUEUE)
         return self._writers[sub]
 
     def save_figure(self, fig: Figure, name: str, dpi: int = 120) -> Path:

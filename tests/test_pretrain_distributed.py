@@ -5,12 +5,17 @@
     one-process gradient of its shard (DDP's averaging divides that factor out).
 (b) An end-to-end 2-process run trains, only rank 0 writes, and both ranks end with
     identical weights.
+(c) Under torchrun, a run stopped mid-epoch and resumed ends with the uninterrupted model.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +158,71 @@ def test_two_process_run_trains_with_rank0_writing_and_equal_weights(
 @pytest.fixture
 def tiny_frames(tmp_path: Path, write_frames) -> Path:
     return write_frames(tmp_path / "frames", 48)
+
+
+def _torchrun_pretrain(frames: Path, runs: Path, name: str, *extra: str) -> subprocess.Popen:
+    """`torchrun --standalone --nproc-per-node 2 -m tempo_cli pretrain` on CPU (gloo), in a
+    session of its own (a Ctrl-C reaches every process of it, as from a terminal)."""
+    args = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+        str(WORLD), "-m", "tempo_cli", "pretrain", "--data", str(frames), "--backbone",
+        "resnet18", "--init", "random", "--image-size", "32", "--batch-size", "8", "--epochs",
+        "1", "--optimizer", "adamw", "--proximity", "3", "--device", "cpu", "--quiet",
+        "--name", name, *extra,
+    ]  # fmt: skip
+    # torchrun reads `--monitor` as its own `--monitor-interval` (argparse takes prefixes):
+    # the environment says it (docs/pretrain.md).
+    env = {**os.environ, "TEMPO_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"}
+    env["TEMPO_MONITOR"] = "none"
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=runs.parent, start_new_session=True,
+    )  # fmt: skip
+
+
+def _position(last: Path) -> dict | None:
+    from tempo_cli.models.checkpoint import load_model
+
+    try:
+        return load_model(last).training_state["position"]
+    except Exception:  # not written yet, or being replaced
+        return None
+
+
+@pytest.mark.slow
+def test_two_process_run_stopped_mid_epoch_resumes_to_the_same_model(
+    tmp_path: Path, write_frames
+) -> None:
+    """Ctrl-C mid-epoch, then `--resume`: the model equals an uninterrupted run's, BatchNorm
+    running statistics included (each step starts from rank 0's buffers, so last.pt must
+    hold rank 0's own, not the ranks' average)."""
+    frames, runs = write_frames(tmp_path / "frames", 160), tmp_path / "runs"
+    full = _torchrun_pretrain(frames, runs, "full")
+    assert full.wait(timeout=600) == 0, full.communicate()[1]
+
+    # last.pt every 0.06 s: a save mid-epoch 1 says the run is there; stop it right after.
+    cut = _torchrun_pretrain(frames, runs, "cut", "--checkpoint-minutes", "0.001")
+    last, deadline = runs / "cut" / "last.pt", time.monotonic() + 300
+    while cut.poll() is None and time.monotonic() < deadline:
+        pos = _position(last) if last.is_file() else None
+        if pos is not None and pos["epoch"] == 0 and pos["batch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert cut.poll() is None, cut.communicate()[1]
+    os.killpg(cut.pid, signal.SIGINT)
+    _, err = cut.communicate(timeout=120)
+    assert cut.returncode != 0, err
+    pos = _position(last)
+    assert pos is not None and pos["epoch"] == 0 and pos["batch"] > 0, pos  # mid-epoch 1
+
+    resumed = _torchrun_pretrain(frames, runs, "cut", "--resume", str(last))
+    assert resumed.wait(timeout=600) == 0, resumed.communicate()[1]
+    from tempo_cli.models.checkpoint import load_model
+
+    a, b = load_model(runs / "full/model.pt"), load_model(runs / "cut/model.pt")
+    assert a.head is not None and b.head is not None
+    for part in ("backbone", "head"):
+        sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert sa.keys() == sb.keys()
+        differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+        assert not differ, (part, differ[:5])

@@ -229,7 +229,9 @@ class _Trainer:
                 pos.batch += 1
                 pairs_done += len(xa_u8) * dinfo.world_size
                 if steps.add(pos.step, loss, lr=self.lr) and self._flush(steps, stop):
-                    self._sync_buffers()
+                    # Mid-epoch, rank 0's own BatchNorm buffers go into last.pt, not the
+                    # ranks' average: DDP starts every step from rank 0's, so the resumed
+                    # run goes on exactly as the uninterrupted one would.
                     self._save_last()
                     raise self._interrupted(stop)
                 if not steps.pending:

@@ -2,13 +2,13 @@
 
     python benchmarks/study_split.py runs/demo [--against OTHER/runs/demo]
 
-Prints each stage's seconds summed over the arms (stage.json `seconds`), the pre-trainings'
-share and the share of the other stages (with and without `embed`, which the demo's time
-goal leaves out). With `--against`, compares the two study.json files with every timing
-dropped (keys `seconds`, `*_seconds`, `pairs_per_s`) and each run's folder above `runs/`
-replaced (so runs made with TEMPO_DATA_DIR, TEMPO_CACHE_DIR and TEMPO_RUNS_DIR side by side
-in one folder each compare): one line per top-level key, `equal` or its differences (the
-first 15).
+Prints each stage's seconds summed over the arms (stage.json `seconds`, as study.json
+`stages` holds them), the pre-trainings' share and the share of the other stages (with and
+without `embed`, which the demo's time goal leaves out). With `--against`, compares the two
+study.json files with every timing dropped (`tempo_cli.study.collect.without_timings`) and
+each run's folder above `runs/` replaced (so runs made with TEMPO_DATA_DIR, TEMPO_CACHE_DIR
+and TEMPO_RUNS_DIR side by side in one folder each compare): one line per top-level key,
+`equal` or its differences (the first 15).
 """
 
 from __future__ import annotations
@@ -23,24 +23,13 @@ PRETRAIN, NOT_COUNTED = "pretrain", "embed"
 
 
 def stage_seconds(study_dir: Path) -> dict[str, float]:
-    """Seconds per stage name, summed over arms and repeats."""
+    """Seconds per stage name, summed over arms and repeats (study.json `stages`: each
+    stage.json's `seconds`, as the study collected them)."""
+    data = json.loads((study_dir / "study.json").read_text(encoding="utf-8"))
     totals: dict[str, float] = {}
-    for record in sorted(study_dir.rglob("stage.json")):
-        data = json.loads(record.read_text(encoding="utf-8"))
-        totals[data["stage"]] = totals.get(data["stage"], 0.0) + float(data["seconds"] or 0)
+    for row in data["stages"]:
+        totals[row["stage"]] = totals.get(row["stage"], 0.0) + float(row["seconds"] or 0)
     return totals
-
-
-def without_timings(obj: Any, root: str) -> Any:
-    if isinstance(obj, dict):
-        return {
-            k: without_timings(v, root)
-            for k, v in obj.items()
-            if not (k == "seconds" or k.endswith("_seconds") or k == "pairs_per_s")
-        }
-    if isinstance(obj, list):
-        return [without_timings(v, root) for v in obj]
-    return obj.replace(root, "<study>") if isinstance(obj, str) else obj
 
 
 def differences(a: Any, b: Any, path: str, out: list[str]) -> None:
@@ -62,6 +51,8 @@ def differences(a: Any, b: Any, path: str, out: list[str]) -> None:
 
 
 def compare(first: Path, other: Path) -> None:
+    from tempo_cli.study.collect import without_timings
+
     def load(d: Path) -> dict[str, Any]:
         data = json.loads((d / "study.json").read_text(encoding="utf-8"))
         return without_timings(data, str(d.resolve().parent.parent))

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from test_study_run import _without_timings, write_study
+from tempo_cli.study.collect import without_timings
+from test_study_run import write_study
 
 
 def _env(runs: Path) -> dict[str, str]:
@@ -58,7 +59,7 @@ def _ranks(study_dir: Path) -> dict[str, int]:
 
 
 def _study_json(runs: Path) -> object:
-    return _without_timings(json.loads((runs / "tiny/study.json").read_text()), str(runs))
+    return without_timings(json.loads((runs / "tiny/study.json").read_text()), str(runs))
 
 
 def test_units_wait_for_their_inputs_pretrainings_first(tmp_path: Path, demo_root: Path) -> None:

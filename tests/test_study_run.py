@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tempo_cli.study.collect import without_timings
+
 STUDY = """\
 data = "demo"
 labelled = "demo"
@@ -244,21 +246,6 @@ def test_rerun_skips_force_redoes_one_stage_and_arm_change_reruns_that_arm(
 # --- Ctrl-C and the rerun that continues ------------------------------------------------
 
 
-#: Keys of study.json that hold timings (wall times, throughputs), dropped before comparing.
-def _without_timings(obj: Any, runs: str) -> Any:
-    if isinstance(obj, dict):
-        return {
-            k: _without_timings(v, runs)
-            for k, v in obj.items()
-            if not (k == "seconds" or k.endswith("_seconds") or k == "pairs_per_s")
-        }
-    if isinstance(obj, list):
-        return [_without_timings(v, runs) for v in obj]
-    if isinstance(obj, str):
-        return obj.replace(runs, "<runs>")
-    return obj
-
-
 def _study(config: Path, runs: Path, cwd: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "TEMPO_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "tempo_cli", "study", "--config", str(config)]
@@ -302,7 +289,7 @@ def test_sigint_after_first_pretraining_then_rerun_equals_uninterrupted_run(
     assert clean.returncode == 0, err
     got = json.loads((runs / "tiny/study.json").read_text())
     want = json.loads((clean_runs / "tiny/study.json").read_text())
-    assert _without_timings(got, str(runs)) == _without_timings(want, str(clean_runs))
+    assert without_timings(got, str(runs)) == without_timings(want, str(clean_runs))
     assert got["headline"]["rows"] and got["noise"]["rows"]
 
 

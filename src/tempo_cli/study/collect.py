@@ -57,7 +57,8 @@ Schema (`schema` = 1):
     stages: [{arm, repeat, stage, seconds, complete, skipped?}]   wall time per stage
     The tables (headline, lr, semisup, ...) are those of sections.SECTIONS, in its order.
 
-Every timing sits under a key named `seconds`, ending in `_seconds`, or `pairs_per_s`.
+Every timing sits under a key named `seconds`, ending in `_seconds`, or `pairs_per_s`
+(`is_timing`); `without_timings` drops them, to compare two runs of a study.
 """
 
 from __future__ import annotations
@@ -269,3 +270,18 @@ def device_text(name: str) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return device.type
+
+
+def is_timing(key: str) -> bool:
+    """Whether a study.json key holds a timing (it differs between two runs of a study)."""
+    return key == "seconds" or key.endswith("_seconds") or key == "pairs_per_s"
+
+
+def without_timings(obj: Any, root: str) -> Any:
+    """study.json (or any part) without its timings, the path `root` (the runs folder, or
+    the folder above it) written as `<root>`: what two runs of a study must agree on."""
+    if isinstance(obj, dict):
+        return {k: without_timings(v, root) for k, v in obj.items() if not is_timing(k)}
+    if isinstance(obj, list):
+        return [without_timings(v, root) for v in obj]
+    return obj.replace(root, "<root>") if isinstance(obj, str) else obj
